@@ -1,0 +1,42 @@
+//! Continuing a batch that ran out of time: a fresh `payout.execute` job on the jobs queue, so
+//! a long batch advances without spending the message's receive count (and its way to the DLQ).
+
+use payouts_shared::job::PayoutJob;
+
+/// The continuation job could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+#[error("SendMessage to the jobs queue failed: {0}")]
+pub struct EnqueueError(pub String);
+
+/// Where continuation jobs go.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError>;
+}
+
+/// The jobs queue on SQS (`PAYOUT_JOBS_QUEUE_URL`).
+pub struct SqsJobQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsJobQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
+        SqsJobQueue { client, queue_url }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for SqsJobQueue {
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
+        let body = serde_json::to_string(job).map_err(|e| EnqueueError(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| EnqueueError(e.as_service_error().map(|s| s.to_string()).unwrap_or_else(|| e.to_string())))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The `payout.execute` SQS consumer: turns each SQS record into one batch run, and the runs'
+//! outcomes into SQS's partial-batch response. The protocol itself lives in
+//! `payouts_shared::executor`; this crate decides what SQS should do with each message.
+
+pub mod continuation;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use continuation::JobQueue;
+use futures_util::future::join_all;
+use payouts_shared::executor::{BatchSummary, ConfigError, Executor, ExecutorConfig, adapters_from_env, env_required, env_value};
+use payouts_shared::job::PayoutJob;
+use payouts_shared::store::PayoutStore;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// Everything the handler needs, built once per Lambda instance.
+pub struct App {
+    pub executor: Executor,
+    /// Where a batch that ran out of time is continued; `None` falls back to SQS's retry.
+    pub continuation: Option<Arc<dyn JobQueue>>,
+}
+
+impl App {
+    /// Builds the SDK clients and settings from the environment (see the README).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let aws = aws_config::load_from_env().await;
+        let store = PayoutStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            env_required("PAYOUTS_TABLE")?,
+            env_required("USER_SETTINGS_TABLE")?,
+        );
+        let executor = Executor::new(store, adapters_from_env(), ExecutorConfig::from_env()?);
+        let continuation = env_value("PAYOUT_JOBS_QUEUE_URL").map(|url| {
+            Arc::new(continuation::SqsJobQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn JobQueue>
+        });
+        Ok(App { executor, continuation })
+    }
+}
+
+/// What becomes of one SQS record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The batch needs nothing more from this message: delete it.
+    Done(Option<BatchSummary>),
+    /// Ran out of time; a continuation job was enqueued, so this message is deleted.
+    Continued(BatchSummary),
+    /// Something retryable happened: SQS redelivers after the visibility timeout.
+    Retry(String),
+    /// The message can never succeed (malformed, unknown type, unknown batch, unpayable batch):
+    /// logged with its reason and deleted, never retried.
+    Poison(String),
+}
+
+/// Handles one SQS event: each record in its own span, concurrently, sharing the deadline.
+/// Records that must be retried are reported in `batchItemFailures`.
+pub async fn handle_sqs_event(app: &App, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+    let runs = event.records.into_iter().map(|message| {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let span = info_span!("sqs_message", message_id = %message_id);
+        async move { (message_id, handle_message(app, message, deadline).await) }.instrument(span)
+    });
+    let mut response = SqsBatchResponse::default();
+    for (message_id, disposition) in join_all(runs).await {
+        if let Disposition::Retry(_) = disposition {
+            response.add_failure(message_id);
+        }
+    }
+    response
+}
+
+/// Runs one message and decides its fate.
+pub async fn handle_message(app: &App, message: SqsMessage, deadline: Option<Instant>) -> Disposition {
+    let job = match PayoutJob::parse(message.body.as_deref()) {
+        Ok(job) => job,
+        Err(err) => {
+            let body = message.body.as_deref().unwrap_or("");
+            let excerpt: String = body.chars().take(512).collect();
+            error!(reason = %err, body = %excerpt, "poison message dropped: it can never be executed");
+            return Disposition::Poison(err.to_string());
+        }
+    };
+    let batch_id = job.payload.batch_id.clone();
+    let span = info_span!("batch", batch_id = %batch_id, job_id = job.job_id.as_deref().unwrap_or(""));
+    async {
+        let summary = match app.executor.execute_payout_batch(&batch_id, deadline).await {
+            Ok(summary) => summary,
+            Err(err) if err.is_retryable() => {
+                warn!(error = %err, "batch run failed; SQS will redeliver");
+                return Disposition::Retry(err.to_string());
+            }
+            Err(err) => {
+                error!(error = %err, "poison message dropped: the batch cannot be executed as it stands");
+                return Disposition::Poison(err.to_string());
+            }
+        };
+        decide(app, &job, summary).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn decide(app: &App, job: &PayoutJob, summary: BatchSummary) -> Disposition {
+    if !summary.needs_another_run() {
+        info!("batch fully submitted");
+        return Disposition::Done(Some(summary));
+    }
+    let progressed = summary.submitted + summary.pending_kyc + summary.failed > 0;
+    if summary.stopped_for_time() && progressed {
+        if let Some(queue) = &app.continuation {
+            let next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+            match queue.enqueue(&next).await {
+                Ok(()) => {
+                    info!(deferred = summary.deferred, "out of time: continuation job enqueued");
+                    return Disposition::Continued(summary);
+                }
+                Err(err) => warn!(error = %err, "could not enqueue the continuation; SQS will redeliver instead"),
+            }
+        }
+    }
+    let reason = format!(
+        "batch not fully submitted: retryable={} in_flight={} deferred={} read_all_pages={}",
+        summary.retryable, summary.in_flight, summary.deferred, summary.read_all_pages
+    );
+    info!(%reason, "SQS will redeliver the job");
+    Disposition::Retry(reason)
+}
+
+/// Converts the Lambda context's deadline (epoch milliseconds) into an `Instant`.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now() + left
+}

@@ -1,0 +1,95 @@
+//! The PSP boundary: what the executor asks of a payment service provider, how a PSP's answer
+//! is classified, and the stable idempotency key that makes a retried submission safe.
+
+mod factory;
+pub mod sandbox;
+
+pub use factory::{PaymentAdapterFactory, UnknownProvider};
+
+use std::fmt;
+use std::time::Duration;
+
+/// The PSP idempotency key of one item's transfer: derived from batch, item and key generation,
+/// never random and never per attempt, so a retry after a crash gets the original transfer back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key for `item_id` of `batch_id` at `generation` (see DESIGN.md: the generation moves
+    /// only when the PSP is known to have made no transfer under the previous key).
+    pub fn for_item(batch_id: &str, item_id: &str, generation: u32) -> Self {
+        IdempotencyKey(format!("payout:{batch_id}:{item_id}:g{generation}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One transfer the executor asks a PSP to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub batch_id: String,
+    pub item_id: String,
+    /// The recipient's account at the PSP (`providerAccountId`).
+    pub destination: String,
+    /// Integer minor units of `currency`, already validated by [`crate::money::PayoutAmount`].
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// The PSP accepted the transfer (now, or earlier under the same key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReceipt {
+    /// The PSP's id for the transfer, recorded as the item's `providerPayoutId`.
+    pub provider_payout_id: String,
+    /// True when the PSP answered from its idempotency store rather than making a new transfer.
+    pub replayed: bool,
+}
+
+/// How a submission failed, classified by what the executor must do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// The PSP refused for good (bad account, insufficient balance…): the item becomes `failed`
+    /// with this reason, and a later run retries under the next key generation.
+    #[error("rejected by the PSP ({code}): {message}")]
+    Rejected { code: String, message: String },
+    /// Nothing was done and trying again later may work (rate limit, PSP unavailable).
+    #[error("PSP temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The PSP may or may not have made the transfer (timeout, dropped connection, 5xx). Retry
+    /// with the same key; the item keeps its key until reconciliation says otherwise.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown { reason: String },
+}
+
+impl PaymentError {
+    /// Whether the item should be retried by a later run (as opposed to marked `failed`).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PaymentError::Rejected { .. })
+    }
+}
+
+/// A payment service provider, seen from the executor. Implementations must bound the time of
+/// one call, and must pass `idempotency_key` to the PSP so a repeated call is a replay.
+#[async_trait::async_trait]
+pub trait PaymentAdapter: Send + Sync {
+    /// The `provider` value of the batches this adapter pays (`stripe`, `sandbox`, …).
+    fn provider(&self) -> &str;
+
+    /// Submits one transfer under its idempotency key.
+    async fn submit_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<TransferReceipt, PaymentError>;
+}
