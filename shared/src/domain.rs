@@ -66,7 +66,9 @@ impl fmt::Display for ItemStatus {
 
 /// A status string that is not one of DESIGN.md's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown item status {0:?}: expected one of pending, pending_kyc, submitting, processing, paid, failed")]
+#[error(
+    "unknown item status {0:?}: expected one of pending, pending_kyc, submitting, processing, paid, failed"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for ItemStatus {
@@ -121,7 +123,10 @@ impl PayoutItem {
     /// Whether another attempt holds this item right now (its lease has not run out).
     pub fn is_leased_at(&self, now_ms: u64) -> bool {
         self.status == ItemStatus::Submitting
-            && self.attempt.lease_until_ms.is_some_and(|until| until > now_ms)
+            && self
+                .attempt
+                .lease_until_ms
+                .is_some_and(|until| until > now_ms)
     }
 }
 
@@ -183,20 +188,33 @@ mod tests {
             provider: Some("stripe".into()),
             method_type: None,
         };
-        assert_eq!(PayoutMethod::payable_account(Some(&verified), "stripe"), Ok("acct_1"));
+        assert_eq!(
+            PayoutMethod::payable_account(Some(&verified), "stripe"),
+            Ok("acct_1")
+        );
         assert!(
             PayoutMethod::payable_account(Some(&verified), "sandbox")
                 .unwrap_err()
                 .contains("provider")
         );
-        assert!(PayoutMethod::payable_account(None, "stripe").unwrap_err().contains("no payout method"));
-        let unverified = PayoutMethod { is_verified: false, ..verified.clone() };
+        assert!(
+            PayoutMethod::payable_account(None, "stripe")
+                .unwrap_err()
+                .contains("no payout method")
+        );
+        let unverified = PayoutMethod {
+            is_verified: false,
+            ..verified.clone()
+        };
         assert!(
             PayoutMethod::payable_account(Some(&unverified), "stripe")
                 .unwrap_err()
                 .contains("not verified")
         );
-        let blank = PayoutMethod { provider_account_id: Some(" ".into()), ..verified };
+        let blank = PayoutMethod {
+            provider_account_id: Some(" ".into()),
+            ..verified
+        };
         assert!(
             PayoutMethod::payable_account(Some(&blank), "stripe")
                 .unwrap_err()

@@ -4,7 +4,10 @@
 
 use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use crate::money::{PayoutAmount, currency_exponent};
-use crate::psp::{IdempotencyKey, PaymentAdapter, PaymentAdapterFactory, PaymentError, TransferRequest, UnknownProvider};
+use crate::psp::{
+    IdempotencyKey, PaymentAdapter, PaymentAdapterFactory, PaymentError, TransferRequest,
+    UnknownProvider,
+};
 use crate::store::{Claim, ClaimOutcome, PayoutStore, StoreError, TransitionOutcome, now_ms};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -68,7 +71,8 @@ impl ExecutorConfig {
                 })?;
         }
         config.lease = env_seconds("PAYOUT_LEASE_SECONDS")?.unwrap_or(config.lease);
-        config.psp_timeout = env_seconds("PAYOUT_PSP_TIMEOUT_SECONDS")?.unwrap_or(config.psp_timeout);
+        config.psp_timeout =
+            env_seconds("PAYOUT_PSP_TIMEOUT_SECONDS")?.unwrap_or(config.psp_timeout);
         if config.lease <= config.psp_timeout {
             return Err(ConfigError::Invalid {
                 name: "PAYOUT_LEASE_SECONDS",
@@ -228,8 +232,16 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(store: PayoutStore, adapters: PaymentAdapterFactory, config: ExecutorConfig) -> Self {
-        Executor { store, adapters, config }
+    pub fn new(
+        store: PayoutStore,
+        adapters: PaymentAdapterFactory,
+        config: ExecutorConfig,
+    ) -> Self {
+        Executor {
+            store,
+            adapters,
+            config,
+        }
     }
 
     pub fn store(&self) -> &PayoutStore {
@@ -291,7 +303,12 @@ impl Executor {
 
     /// Reads the batch page by page, counts what needs no work, and sends the rest (with the
     /// recipients' methods, read in bulk per page) to the workers.
-    async fn read_items(&self, batch: &PayoutBatch, work_tx: mpsc::Sender<Work>, start_by: Option<Instant>) -> BatchSummary {
+    async fn read_items(
+        &self,
+        batch: &PayoutBatch,
+        work_tx: mpsc::Sender<Work>,
+        start_by: Option<Instant>,
+    ) -> BatchSummary {
         let mut summary = BatchSummary::default();
         let mut start = None;
         loop {
@@ -320,7 +337,10 @@ impl Executor {
                     Err(outcome) => summary.count(outcome),
                 }
             }
-            let mut user_ids: Vec<String> = candidates.iter().map(|(item, _)| item.user_id.clone()).collect();
+            let mut user_ids: Vec<String> = candidates
+                .iter()
+                .map(|(item, _)| item.user_id.clone())
+                .collect();
             user_ids.sort_unstable();
             user_ids.dedup();
             let methods = match self.store.get_payout_methods(&user_ids).await {
@@ -333,7 +353,15 @@ impl Executor {
             };
             for (item, amount) in candidates {
                 let method = methods.get(&item.user_id).cloned();
-                if work_tx.send(Work { item, amount, method }).await.is_err() {
+                if work_tx
+                    .send(Work {
+                        item,
+                        amount,
+                        method,
+                    })
+                    .await
+                    .is_err()
+                {
                     return summary;
                 }
             }
@@ -347,9 +375,19 @@ impl Executor {
         }
     }
 
-    async fn run_item(&self, batch: &PayoutBatch, adapter: &dyn PaymentAdapter, work: Work, start_by: Option<Instant>) -> ItemOutcome {
+    async fn run_item(
+        &self,
+        batch: &PayoutBatch,
+        adapter: &dyn PaymentAdapter,
+        work: Work,
+        start_by: Option<Instant>,
+    ) -> ItemOutcome {
         let span = info_span!("item", batch_id = %work.item.batch_id, item_id = %work.item.item_id);
-        match self.pay_item(batch, adapter, work, start_by).instrument(span).await {
+        match self
+            .pay_item(batch, adapter, work, start_by)
+            .instrument(span)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(err) => {
                 error!(error = %err, "storage error; the item will be retried");
@@ -362,7 +400,11 @@ impl Executor {
         &self,
         batch: &PayoutBatch,
         adapter: &dyn PaymentAdapter,
-        Work { item, amount, method }: Work,
+        Work {
+            item,
+            amount,
+            method,
+        }: Work,
         start_by: Option<Instant>,
     ) -> Result<ItemOutcome, StoreError> {
         let destination = match PayoutMethod::payable_account(method.as_ref(), &batch.provider) {
@@ -384,29 +426,41 @@ impl Executor {
             key_generation = claim.key_generation, "item transition"
         );
         let request = TransferRequest {
-            idempotency_key: IdempotencyKey::for_item(&batch.batch_id, &item.item_id, claim.key_generation),
+            idempotency_key: IdempotencyKey::for_item(
+                &batch.batch_id,
+                &item.item_id,
+                claim.key_generation,
+            ),
             batch_id: batch.batch_id.clone(),
             item_id: item.item_id.clone(),
             destination,
             amount_minor: amount.minor_units,
             currency: amount.currency.clone(),
         };
-        let answer = tokio::time::timeout(self.config.psp_timeout, adapter.submit_transfer(&request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PaymentError::OutcomeUnknown {
-                    reason: format!("no answer within {:?}", self.config.psp_timeout),
-                })
-            });
+        let answer =
+            tokio::time::timeout(self.config.psp_timeout, adapter.submit_transfer(&request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PaymentError::OutcomeUnknown {
+                        reason: format!("no answer within {:?}", self.config.psp_timeout),
+                    })
+                });
         self.record(&claim, answer).await
     }
 
     /// Records the PSP's answer under the claim's fence.
-    async fn record(&self, claim: &Claim, answer: Result<crate::psp::TransferReceipt, PaymentError>) -> Result<ItemOutcome, StoreError> {
+    async fn record(
+        &self,
+        claim: &Claim,
+        answer: Result<crate::psp::TransferReceipt, PaymentError>,
+    ) -> Result<ItemOutcome, StoreError> {
         let now = now_ms();
         match answer {
             Ok(receipt) => {
-                let written = self.store.record_accepted(claim, &receipt.provider_payout_id, now).await?;
+                let written = self
+                    .store
+                    .record_accepted(claim, &receipt.provider_payout_id, now)
+                    .await?;
                 match written {
                     TransitionOutcome::Applied => info!(
                         from = %ItemStatus::Submitting, to = %ItemStatus::Processing, attempt = claim.attempt,
@@ -441,7 +495,11 @@ impl Executor {
         }
     }
 
-    async fn hold_for_kyc(&self, item: &PayoutItem, reason: &str) -> Result<ItemOutcome, StoreError> {
+    async fn hold_for_kyc(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+    ) -> Result<ItemOutcome, StoreError> {
         if item.status == ItemStatus::PendingKyc && item.failure_reason.as_deref() == Some(reason) {
             return Ok(ItemOutcome::PendingKyc);
         }
@@ -459,7 +517,11 @@ impl Executor {
 }
 
 /// Sorts a read item into "needs work" (with its validated amount) or an outcome needing none.
-fn classify(batch: &PayoutBatch, decoded: Result<PayoutItem, StoreError>, now: u64) -> Result<(PayoutItem, PayoutAmount), ItemOutcome> {
+fn classify(
+    batch: &PayoutBatch,
+    decoded: Result<PayoutItem, StoreError>,
+    now: u64,
+) -> Result<(PayoutItem, PayoutAmount), ItemOutcome> {
     let item = decoded.map_err(|err| {
         error!(batch_id = %batch.batch_id, error = %err, "unreadable item skipped; nothing written");
         ItemOutcome::Invalid

@@ -27,7 +27,9 @@ pub struct PayoutJobPayload {
 pub enum JobError {
     #[error("message has no body")]
     MissingBody,
-    #[error("body is not a payout job ({0}); expected {{\"type\":\"payout.execute\",\"payload\":{{\"batchId\":\"…\"}}}}")]
+    #[error(
+        "body is not a payout job ({0}); expected {{\"type\":\"payout.execute\",\"payload\":{{\"batchId\":\"…\"}}}}"
+    )]
     Malformed(String),
     #[error("unknown job type {0:?}; this function only executes \"payout.execute\"")]
     UnknownType(String),
@@ -82,13 +84,22 @@ mod tests {
         assert_eq!(job.payload.batch_id, "b-2026-11-0001");
         assert_eq!(job.job_id.as_deref(), Some("j1"));
         let round_trip = serde_json::to_string(&PayoutJob::for_batch("b1", None)).unwrap();
-        assert_eq!(PayoutJob::parse(Some(&round_trip)).unwrap().payload.batch_id, "b1");
+        assert_eq!(
+            PayoutJob::parse(Some(&round_trip))
+                .unwrap()
+                .payload
+                .batch_id,
+            "b1"
+        );
     }
 
     #[test]
     fn refuses_poison_with_a_reason() {
         assert_eq!(PayoutJob::parse(None), Err(JobError::MissingBody));
-        assert!(matches!(PayoutJob::parse(Some("{not json")), Err(JobError::Malformed(_))));
+        assert!(matches!(
+            PayoutJob::parse(Some("{not json")),
+            Err(JobError::Malformed(_))
+        ));
         assert!(matches!(
             PayoutJob::parse(Some(r#"{"type":"payout.refund","payload":{"batchId":"b"}}"#)),
             Err(JobError::UnknownType(t)) if t == "payout.refund"
@@ -98,7 +109,9 @@ mod tests {
             Err(JobError::Malformed(_))
         ));
         assert!(matches!(
-            PayoutJob::parse(Some(r#"{"type":"payout.execute","payload":{"batchId":"a b"}}"#)),
+            PayoutJob::parse(Some(
+                r#"{"type":"payout.execute","payload":{"batchId":"a b"}}"#
+            )),
             Err(JobError::BadBatchId(_))
         ));
     }

@@ -13,7 +13,9 @@ pub enum MoneyError {
     NotANumber(String),
     #[error("amount {0} is not positive: a payout must move money to the recipient")]
     NotPositive(Decimal),
-    #[error("amount {amount} has more decimal places than {currency} allows ({exponent}); refusing to round money")]
+    #[error(
+        "amount {amount} has more decimal places than {currency} allows ({exponent}); refusing to round money"
+    )]
     TooPrecise {
         amount: Decimal,
         currency: String,
@@ -120,12 +122,27 @@ mod tests {
 
     #[test]
     fn refuses_what_would_need_rounding_or_is_not_money() {
-        assert!(matches!(minor("12.345", "USD"), Err(MoneyError::TooPrecise { exponent: 2, .. })));
-        assert!(matches!(minor("10.5", "JPY"), Err(MoneyError::TooPrecise { exponent: 0, .. })));
+        assert!(matches!(
+            minor("12.345", "USD"),
+            Err(MoneyError::TooPrecise { exponent: 2, .. })
+        ));
+        assert!(matches!(
+            minor("10.5", "JPY"),
+            Err(MoneyError::TooPrecise { exponent: 0, .. })
+        ));
         assert!(matches!(minor("0", "USD"), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(minor("-5.00", "USD"), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(minor("abc", "USD"), Err(MoneyError::NotANumber(_))));
-        assert!(matches!(minor("1.00", "usd"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(
+            minor("-5.00", "USD"),
+            Err(MoneyError::NotPositive(_))
+        ));
+        assert!(matches!(
+            minor("abc", "USD"),
+            Err(MoneyError::NotANumber(_))
+        ));
+        assert!(matches!(
+            minor("1.00", "usd"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
         assert!(matches!(
             minor("99999999999999999999", "USD"),
             Err(MoneyError::TooLarge { .. })

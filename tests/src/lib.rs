@@ -64,7 +64,11 @@ impl Intercept for RequestCounter {
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let target = context.request().headers().get("x-amz-target").unwrap_or("unknown");
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("unknown");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
         *self.0.lock().unwrap().entry(operation).or_default() += 1;
         Ok(())
@@ -87,7 +91,9 @@ impl TestEnv {
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .endpoint_url(server.endpoint_url())
                 .region(aws_config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "test", "test", None, None, "tests",
+                ))
                 .load()
                 .await;
             (Some(server), config)
@@ -105,7 +111,9 @@ impl TestEnv {
         let mut names = Vec::new();
         for definition in tables::definitions() {
             let name = format!("{}-test-{suffix}", definition.local_name);
-            tables::create_table(&client, &definition, &name).await.expect("create table");
+            tables::create_table(&client, &definition, &name)
+                .await
+                .expect("create table");
             wait_active(&client, &name).await;
             names.push(name);
         }
@@ -128,7 +136,13 @@ impl TestEnv {
     }
 
     /// Writes a batch record and its items (`(itemId, userId, netAmount)`), as upstream does.
-    pub async fn seed_batch(&self, batch_id: &str, provider: &str, currency: &str, items: &[(String, String, String)]) {
+    pub async fn seed_batch(
+        &self,
+        batch_id: &str,
+        provider: &str,
+        currency: &str,
+        items: &[(String, String, String)],
+    ) {
         let mut records = vec![HashMap::from([
             (attr::PK.to_owned(), s(keys::batch_pk(batch_id))),
             (attr::SK.to_owned(), s(keys::BATCH_SK)),
@@ -144,7 +158,10 @@ impl TestEnv {
                 (attr::SK.to_owned(), s(keys::item_sk(item_id))),
                 (attr::ITEM_ID.to_owned(), s(item_id)),
                 (attr::USER_ID.to_owned(), s(user_id)),
-                (attr::NET_AMOUNT.to_owned(), AttributeValue::N(amount.clone())),
+                (
+                    attr::NET_AMOUNT.to_owned(),
+                    AttributeValue::N(amount.clone()),
+                ),
                 (attr::STATUS.to_owned(), s("pending")),
             ])
         }));
@@ -162,7 +179,10 @@ impl TestEnv {
                         attr::PAYOUT_METHOD.to_owned(),
                         AttributeValue::M(HashMap::from([
                             (attr::PROVIDER_ACCOUNT_ID.to_owned(), s(account)),
-                            (attr::IS_VERIFIED.to_owned(), AttributeValue::Bool(*verified)),
+                            (
+                                attr::IS_VERIFIED.to_owned(),
+                                AttributeValue::Bool(*verified),
+                            ),
                             (attr::METHOD_TYPE.to_owned(), s("bank_account")),
                         ])),
                     ),
@@ -183,13 +203,19 @@ impl TestEnv {
             })
             .collect();
         for chunk in writes.chunks(25) {
-            seed::write_chunk(self.client(), table, chunk.to_vec()).await.expect("seed");
+            seed::write_chunk(self.client(), table, chunk.to_vec())
+                .await
+                .expect("seed");
         }
         self.requests.reset();
     }
 
     /// The raw item record, read strongly consistently.
-    pub async fn raw_item(&self, batch_id: &str, item_id: &str) -> Option<HashMap<String, AttributeValue>> {
+    pub async fn raw_item(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+    ) -> Option<HashMap<String, AttributeValue>> {
         self.client()
             .get_item()
             .table_name(self.store.payouts_table())
@@ -213,7 +239,11 @@ impl TestEnv {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let page = self.store.query_items_page(batch_id, start, None).await.expect("Query");
+            let page = self
+                .store
+                .query_items_page(batch_id, start, None)
+                .await
+                .expect("Query");
             items.extend(page.items.into_iter().map(|i| i.expect("item decodes")));
             match page.next {
                 Some(next) => start = Some(next),
@@ -250,8 +280,17 @@ impl TestEnv {
 
 async fn wait_active(client: &Client, table: &str) {
     for _ in 0..120 {
-        let out = client.describe_table().table_name(table).send().await.expect("DescribeTable");
-        if out.table.and_then(|t| t.table_status).is_some_and(|s| s.as_str() == "ACTIVE") {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .expect("DescribeTable");
+        if out
+            .table
+            .and_then(|t| t.table_status)
+            .is_some_and(|s| s.as_str() == "ACTIVE")
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -262,7 +301,13 @@ async fn wait_active(client: &Client, table: &str) {
 /// `count` items `item-00001…` for users `user-00001…`, each `amount`.
 pub fn items(count: usize, amount: &str) -> Vec<(String, String, String)> {
     (1..=count)
-        .map(|i| (format!("item-{i:05}"), format!("user-{i:05}"), amount.to_owned()))
+        .map(|i| {
+            (
+                format!("item-{i:05}"),
+                format!("user-{i:05}"),
+                amount.to_owned(),
+            )
+        })
         .collect()
 }
 

@@ -30,24 +30,48 @@ async fn happy_path_pays_each_item_once_with_two_writes_per_item() {
     env.seed_users(&verified_users(&batch)).await;
     let psp = sandbox(0);
 
-    let summary = env.executor(&psp, config()).execute_payout_batch("b-happy", None).await.unwrap();
+    let summary = env
+        .executor(&psp, config())
+        .execute_payout_batch("b-happy", None)
+        .await
+        .unwrap();
 
     assert_eq!((summary.total, summary.submitted), (5, 5));
     assert!(!summary.needs_another_run(), "{summary:?}");
     let requests = env.requests.by_operation();
-    assert_eq!(requests.get("UpdateItem"), Some(&10), "claim + record per item: {requests:?}");
-    assert_eq!(env.requests.total(), 13, "plus one GetItem, one Query, one BatchGetItem: {requests:?}");
+    assert_eq!(
+        requests.get("UpdateItem"),
+        Some(&10),
+        "claim + record per item: {requests:?}"
+    );
+    assert_eq!(
+        env.requests.total(),
+        13,
+        "plus one GetItem, one Query, one BatchGetItem: {requests:?}"
+    );
     let transfers = psp.transfers();
     assert_eq!(transfers.len(), 5);
     for item in env.items("b-happy").await {
         assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
-        let transfer = transfers.iter().find(|t| t.item_id == item.item_id).expect("a transfer per item");
-        assert_eq!(item.provider_payout_id.as_deref(), Some(transfer.id.as_str()));
+        let transfer = transfers
+            .iter()
+            .find(|t| t.item_id == item.item_id)
+            .expect("a transfer per item");
+        assert_eq!(
+            item.provider_payout_id.as_deref(),
+            Some(transfer.id.as_str())
+        );
         assert_eq!(transfer.amount_minor, 1234);
         assert_eq!(transfer.currency, "USD");
         assert_eq!(transfer.destination, format!("acct_{}", item.user_id));
-        assert_eq!(transfer.idempotency_key, format!("payout:b-happy:{}:g0", item.item_id));
-        assert_eq!(item.attempt.lease_until_ms, None, "lease cleared once recorded");
+        assert_eq!(
+            transfer.idempotency_key,
+            format!("payout:b-happy:{}:g0", item.item_id)
+        );
+        assert_eq!(
+            item.attempt.lease_until_ms, None,
+            "lease cleared once recorded"
+        );
     }
 }
 
@@ -66,18 +90,32 @@ async fn unverified_recipients_wait_for_kyc_and_the_batch_goes_on() {
     .await;
     let psp = sandbox(0);
 
-    let summary = env.executor(&psp, config()).execute_payout_batch("b-kyc", None).await.unwrap();
+    let summary = env
+        .executor(&psp, config())
+        .execute_payout_batch("b-kyc", None)
+        .await
+        .unwrap();
 
-    assert_eq!((summary.submitted, summary.pending_kyc), (2, 2), "{summary:?}");
+    assert_eq!(
+        (summary.submitted, summary.pending_kyc),
+        (2, 2),
+        "{summary:?}"
+    );
     let item = |id: &'static str| env.item("b-kyc", id);
     assert_eq!(item("item-00001").await.status, ItemStatus::Processing);
     assert_eq!(item("item-00004").await.status, ItemStatus::Processing);
     let unverified = item("item-00002").await;
     assert_eq!(unverified.status, ItemStatus::PendingKyc);
-    assert_eq!(unverified.failure_reason.as_deref(), Some("recipient's payout method is not verified"));
+    assert_eq!(
+        unverified.failure_reason.as_deref(),
+        Some("recipient's payout method is not verified")
+    );
     let missing = item("item-00003").await;
     assert_eq!(missing.status, ItemStatus::PendingKyc);
-    assert_eq!(missing.failure_reason.as_deref(), Some("recipient has no payout method on file"));
+    assert_eq!(
+        missing.failure_reason.as_deref(),
+        Some("recipient has no payout method on file")
+    );
     assert_eq!(psp.transfers().len(), 2);
 
     // Verified later: the next run pays them, and only them.
@@ -86,8 +124,16 @@ async fn unverified_recipients_wait_for_kyc_and_the_batch_goes_on() {
         ("user-00003".into(), "acct_3".into(), true),
     ])
     .await;
-    let summary = env.executor(&psp, config()).execute_payout_batch("b-kyc", None).await.unwrap();
-    assert_eq!((summary.submitted, summary.skipped, summary.pending_kyc), (2, 2, 0), "{summary:?}");
+    let summary = env
+        .executor(&psp, config())
+        .execute_payout_batch("b-kyc", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.submitted, summary.skipped, summary.pending_kyc),
+        (2, 2, 0),
+        "{summary:?}"
+    );
     for item in env.items("b-kyc").await {
         assert_eq!(item.status, ItemStatus::Processing);
         assert_eq!(item.failure_reason, None, "reason cleared when paid");
@@ -105,15 +151,25 @@ async fn running_the_job_again_submits_nothing() {
     let psp = sandbox(0);
     let executor = env.executor(&psp, config());
 
-    executor.execute_payout_batch("b-twice", None).await.unwrap();
+    executor
+        .execute_payout_batch("b-twice", None)
+        .await
+        .unwrap();
     let calls = psp.calls();
     env.requests.reset();
-    let again = executor.execute_payout_batch("b-twice", None).await.unwrap();
+    let again = executor
+        .execute_payout_batch("b-twice", None)
+        .await
+        .unwrap();
 
     assert_eq!((again.submitted, again.skipped), (0, 20), "{again:?}");
     assert_eq!(psp.calls(), calls, "no PSP call on the second run");
     assert_eq!(psp.transfers().len(), 20);
-    assert_eq!(env.requests.get("UpdateItem"), 0, "no write on the second run");
+    assert_eq!(
+        env.requests.get("UpdateItem"),
+        0,
+        "no write on the second run"
+    );
 }
 
 #[tokio::test]
@@ -127,27 +183,51 @@ async fn crash_after_the_psp_accepted_is_recovered_without_paying_twice() {
     // The PSP makes the transfer for item 2, then the process dies before the record is written.
     psp.inject("acct_user-00002", SandboxFault::HangAfterAccept, 1);
     let lease = Duration::from_secs(2);
-    let cfg = ExecutorConfig { lease, psp_timeout: Duration::from_millis(1_500), ..config() };
+    let cfg = ExecutorConfig {
+        lease,
+        psp_timeout: Duration::from_millis(1_500),
+        ..config()
+    };
 
     let crashed = tokio::time::timeout(
         Duration::from_millis(500),
-        env.executor(&psp, cfg.clone()).execute_payout_batch("b-crash", None),
+        env.executor(&psp, cfg.clone())
+            .execute_payout_batch("b-crash", None),
     )
     .await;
     assert!(crashed.is_err(), "the run was cut off mid-flight");
     let stuck = env.item("b-crash", "item-00002").await;
-    assert_eq!(stuck.status, ItemStatus::Submitting, "claimed, never recorded");
-    assert_eq!(psp.transfers_for_item("b-crash", "item-00002"), 1, "but the PSP paid");
+    assert_eq!(
+        stuck.status,
+        ItemStatus::Submitting,
+        "claimed, never recorded"
+    );
+    assert_eq!(
+        psp.transfers_for_item("b-crash", "item-00002"),
+        1,
+        "but the PSP paid"
+    );
 
     // Redelivered while the dead attempt's lease still runs: the item is left alone.
-    let early = env.executor(&psp, cfg.clone()).execute_payout_batch("b-crash", None).await.unwrap();
+    let early = env
+        .executor(&psp, cfg.clone())
+        .execute_payout_batch("b-crash", None)
+        .await
+        .unwrap();
     assert_eq!(early.in_flight, 1, "{early:?}");
     assert!(early.needs_another_run());
-    assert_eq!(env.item("b-crash", "item-00002").await.status, ItemStatus::Submitting);
+    assert_eq!(
+        env.item("b-crash", "item-00002").await.status,
+        ItemStatus::Submitting
+    );
 
     // After the lease: re-driven with the same key; the PSP replays the original transfer.
     tokio::time::sleep(lease).await;
-    let recovered = env.executor(&psp, cfg).execute_payout_batch("b-crash", None).await.unwrap();
+    let recovered = env
+        .executor(&psp, cfg)
+        .execute_payout_batch("b-crash", None)
+        .await
+        .unwrap();
     assert_eq!(recovered.submitted, 1, "{recovered:?}");
     assert!(!recovered.needs_another_run());
     let item = env.item("b-crash", "item-00002").await;
@@ -156,7 +236,11 @@ async fn crash_after_the_psp_accepted_is_recovered_without_paying_twice() {
     for (item_id, _, _) in &batch {
         assert_eq!(psp.transfers_for_item("b-crash", item_id), 1, "{item_id}");
     }
-    let paid = psp.transfers().into_iter().find(|t| t.item_id == "item-00002").unwrap();
+    let paid = psp
+        .transfers()
+        .into_iter()
+        .find(|t| t.item_id == "item-00002")
+        .unwrap();
     assert_eq!(item.provider_payout_id, Some(paid.id));
 }
 
@@ -172,18 +256,34 @@ async fn unknown_outcomes_and_transient_errors_are_retried_with_the_same_key() {
     psp.inject("acct_user-00002", SandboxFault::TransientBeforeAccept, 1);
     let executor = env.executor(&psp, config());
 
-    let first = executor.execute_payout_batch("b-retry", None).await.unwrap();
+    let first = executor
+        .execute_payout_batch("b-retry", None)
+        .await
+        .unwrap();
     assert_eq!((first.submitted, first.retryable), (1, 2), "{first:?}");
     for id in ["item-00001", "item-00002"] {
         let item = env.item("b-retry", id).await;
         assert_eq!(item.status, ItemStatus::Submitting);
-        assert_eq!(item.attempt.lease_until_ms, None, "lease released for an immediate retry");
+        assert_eq!(
+            item.attempt.lease_until_ms, None,
+            "lease released for an immediate retry"
+        );
     }
 
-    let second = executor.execute_payout_batch("b-retry", None).await.unwrap();
-    assert_eq!((second.submitted, second.skipped, second.retryable), (2, 1, 0), "{second:?}");
+    let second = executor
+        .execute_payout_batch("b-retry", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.submitted, second.skipped, second.retryable),
+        (2, 1, 0),
+        "{second:?}"
+    );
     for (item_id, _, _) in &batch {
-        assert_eq!(env.item("b-retry", item_id).await.status, ItemStatus::Processing);
+        assert_eq!(
+            env.item("b-retry", item_id).await.status,
+            ItemStatus::Processing
+        );
         assert_eq!(psp.transfers_for_item("b-retry", item_id), 1, "{item_id}");
     }
 }
@@ -198,25 +298,41 @@ async fn permanent_rejections_fail_the_item_and_the_next_run_uses_a_new_key() {
     let psp = sandbox(0);
     psp.inject(
         "acct_user-00001",
-        SandboxFault::Reject { code: "account_closed".into(), message: "the destination account is closed".into() },
+        SandboxFault::Reject {
+            code: "account_closed".into(),
+            message: "the destination account is closed".into(),
+        },
         1,
     );
     let executor = env.executor(&psp, config());
 
-    let first = executor.execute_payout_batch("b-reject", None).await.unwrap();
+    let first = executor
+        .execute_payout_batch("b-reject", None)
+        .await
+        .unwrap();
     assert_eq!((first.submitted, first.failed), (1, 1), "{first:?}");
     let failed = env.item("b-reject", "item-00001").await;
     assert_eq!(failed.status, ItemStatus::Failed);
-    assert_eq!(failed.failure_reason.as_deref(), Some("account_closed: the destination account is closed"));
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("account_closed: the destination account is closed")
+    );
     assert_eq!(psp.transfers_for_item("b-reject", "item-00001"), 0);
 
     // The account is fixed; the old key would replay the stored rejection, so a new generation.
-    let second = executor.execute_payout_batch("b-reject", None).await.unwrap();
+    let second = executor
+        .execute_payout_batch("b-reject", None)
+        .await
+        .unwrap();
     assert_eq!(second.submitted, 1, "{second:?}");
     let paid = env.item("b-reject", "item-00001").await;
     assert_eq!(paid.status, ItemStatus::Processing);
     assert_eq!(paid.attempt.key_generation, 1);
-    let transfer = psp.transfers().into_iter().find(|t| t.item_id == "item-00001").unwrap();
+    let transfer = psp
+        .transfers()
+        .into_iter()
+        .find(|t| t.item_id == "item-00001")
+        .unwrap();
     assert_eq!(transfer.idempotency_key, "payout:b-reject:item-00001:g1");
 }
 
@@ -228,18 +344,37 @@ async fn two_concurrent_runs_of_a_300_item_batch_pay_each_item_once() {
     env.seed_batch("b-race", "sandbox", "USD", &batch).await;
     env.seed_users(&verified_users(&batch)).await;
     let psp = sandbox(2);
-    let cfg = ExecutorConfig { concurrency: 16, page_size: Some(50), ..config() };
+    let cfg = ExecutorConfig {
+        concurrency: 16,
+        page_size: Some(50),
+        ..config()
+    };
     let (a, b) = (env.executor(&psp, cfg.clone()), env.executor(&psp, cfg));
 
-    let (ra, rb) = tokio::join!(a.execute_payout_batch("b-race", None), b.execute_payout_batch("b-race", None));
+    let (ra, rb) = tokio::join!(
+        a.execute_payout_batch("b-race", None),
+        b.execute_payout_batch("b-race", None)
+    );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
 
-    assert_eq!(ra.submitted + rb.submitted, 300, "each item submitted by exactly one run: {ra:?} {rb:?}");
-    assert!(ra.submitted > 0 && rb.submitted > 0, "both runs did work, so they really raced: {ra:?} {rb:?}");
+    assert_eq!(
+        ra.submitted + rb.submitted,
+        300,
+        "each item submitted by exactly one run: {ra:?} {rb:?}"
+    );
+    assert!(
+        ra.submitted > 0 && rb.submitted > 0,
+        "both runs did work, so they really raced: {ra:?} {rb:?}"
+    );
     assert_eq!(psp.transfers().len(), 300);
     for item in env.items("b-race").await {
         assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
-        assert_eq!(psp.transfers_for_item("b-race", &item.item_id), 1, "{}", item.item_id);
+        assert_eq!(
+            psp.transfers_for_item("b-race", &item.item_id),
+            1,
+            "{}",
+            item.item_id
+        );
     }
 }
 
@@ -257,19 +392,45 @@ async fn a_2500_item_batch_is_read_in_pages_with_bulk_settings_reads() {
     users[7].2 = false;
     env.seed_users(&users).await;
     let psp = sandbox(0);
-    let cfg = ExecutorConfig { concurrency: 32, page_size: Some(400), ..config() };
+    let cfg = ExecutorConfig {
+        concurrency: 32,
+        page_size: Some(400),
+        ..config()
+    };
 
-    let summary = env.executor(&psp, cfg).execute_payout_batch("b-large", None).await.unwrap();
+    let summary = env
+        .executor(&psp, cfg)
+        .execute_payout_batch("b-large", None)
+        .await
+        .unwrap();
 
     // user-00008 is unverified and owns item-00008 and item-02008.
-    assert_eq!((summary.total, summary.submitted, summary.pending_kyc), (2_500, 2_498, 2), "{summary:?}");
+    assert_eq!(
+        (summary.total, summary.submitted, summary.pending_kyc),
+        (2_500, 2_498, 2),
+        "{summary:?}"
+    );
     assert!(summary.read_all_pages);
     assert_eq!(psp.transfers().len(), 2_498);
     let requests = env.requests.by_operation();
-    assert_eq!(requests.get("Query"), Some(&7), "2,500 items in pages of 400: {requests:?}");
+    assert_eq!(
+        requests.get("Query"),
+        Some(&7),
+        "2,500 items in pages of 400: {requests:?}"
+    );
     // Each page's distinct recipients in BatchGetItem calls of up to 100 keys, never one GetItem each.
     assert_eq!(requests.get("BatchGetItem"), Some(&25), "{requests:?}");
-    assert_eq!(requests.get("GetItem"), Some(&1), "only the batch record: {requests:?}");
+    assert_eq!(
+        requests.get("GetItem"),
+        Some(&1),
+        "only the batch record: {requests:?}"
+    );
     let statuses = env.items("b-large").await;
-    assert_eq!(statuses.iter().filter(|i| i.status == ItemStatus::Processing).count(), 2_498);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|i| i.status == ItemStatus::Processing)
+            .count(),
+        2_498
+    );
 }

@@ -36,7 +36,13 @@ impl JobQueue for SqsJobQueue {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| EnqueueError(e.as_service_error().map(|s| s.to_string()).unwrap_or_else(|| e.to_string())))?;
+            .map_err(|e| {
+                EnqueueError(
+                    e.as_service_error()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string()),
+                )
+            })?;
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ pub mod continuation;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use continuation::JobQueue;
 use futures_util::future::join_all;
-use payouts_shared::executor::{BatchSummary, ConfigError, Executor, ExecutorConfig, adapters_from_env, env_required, env_value};
+use payouts_shared::executor::{
+    BatchSummary, ConfigError, Executor, ExecutorConfig, adapters_from_env, env_required, env_value,
+};
 use payouts_shared::job::PayoutJob;
 use payouts_shared::store::PayoutStore;
 use std::sync::Arc;
@@ -33,9 +35,15 @@ impl App {
         );
         let executor = Executor::new(store, adapters_from_env(), ExecutorConfig::from_env()?);
         let continuation = env_value("PAYOUT_JOBS_QUEUE_URL").map(|url| {
-            Arc::new(continuation::SqsJobQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn JobQueue>
+            Arc::new(continuation::SqsJobQueue::new(
+                aws_sdk_sqs::Client::new(&aws),
+                url,
+            )) as Arc<dyn JobQueue>
         });
-        Ok(App { executor, continuation })
+        Ok(App {
+            executor,
+            continuation,
+        })
     }
 }
 
@@ -55,7 +63,17 @@ pub enum Disposition {
 
 /// Handles one SQS event: each record in its own span, concurrently, sharing the deadline.
 /// Records that must be retried are reported in `batchItemFailures`.
-pub async fn handle_sqs_event(app: &App, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+pub async fn handle_sqs_event(
+    app: &App,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    info!(
+        records = event.records.len(),
+        time_left_ms =
+            deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
+        "SQS event received"
+    );
     let runs = event.records.into_iter().map(|message| {
         let message_id = message.message_id.clone().unwrap_or_default();
         let span = info_span!("sqs_message", message_id = %message_id);
@@ -71,7 +89,11 @@ pub async fn handle_sqs_event(app: &App, event: SqsEvent, deadline: Option<Insta
 }
 
 /// Runs one message and decides its fate.
-pub async fn handle_message(app: &App, message: SqsMessage, deadline: Option<Instant>) -> Disposition {
+pub async fn handle_message(
+    app: &App,
+    message: SqsMessage,
+    deadline: Option<Instant>,
+) -> Disposition {
     let job = match PayoutJob::parse(message.body.as_deref()) {
         Ok(job) => job,
         Err(err) => {
@@ -82,7 +104,8 @@ pub async fn handle_message(app: &App, message: SqsMessage, deadline: Option<Ins
         }
     };
     let batch_id = job.payload.batch_id.clone();
-    let span = info_span!("batch", batch_id = %batch_id, job_id = job.job_id.as_deref().unwrap_or(""));
+    let span =
+        info_span!("batch", batch_id = %batch_id, job_id = job.job_id.as_deref().unwrap_or(""));
     async {
         let summary = match app.executor.execute_payout_batch(&batch_id, deadline).await {
             Ok(summary) => summary,
@@ -107,15 +130,19 @@ async fn decide(app: &App, job: &PayoutJob, summary: BatchSummary) -> Dispositio
         return Disposition::Done(Some(summary));
     }
     let progressed = summary.submitted + summary.pending_kyc + summary.failed > 0;
-    if summary.stopped_for_time() && progressed {
-        if let Some(queue) = &app.continuation {
-            let next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
-            match queue.enqueue(&next).await {
-                Ok(()) => {
-                    info!(deferred = summary.deferred, "out of time: continuation job enqueued");
-                    return Disposition::Continued(summary);
-                }
-                Err(err) => warn!(error = %err, "could not enqueue the continuation; SQS will redeliver instead"),
+    let continuation = app.continuation.as_ref();
+    if let Some(queue) = continuation.filter(|_| summary.stopped_for_time() && progressed) {
+        let next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+        match queue.enqueue(&next).await {
+            Ok(()) => {
+                info!(
+                    deferred = summary.deferred,
+                    "out of time: continuation job enqueued"
+                );
+                return Disposition::Continued(summary);
+            }
+            Err(err) => {
+                warn!(error = %err, "continuation not enqueued; SQS will redeliver instead")
             }
         }
     }
@@ -129,7 +156,14 @@ async fn decide(app: &App, job: &PayoutJob, summary: BatchSummary) -> Dispositio
 
 /// Converts the Lambda context's deadline (epoch milliseconds) into an `Instant`.
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    // Lambda sends epoch milliseconds; `cargo lambda watch` sends the timeout itself (e.g. 600000).
+    // Anything before 2001 cannot be an epoch deadline, so it is read as a duration from now.
+    if deadline_ms < 1_000_000_000_000 {
+        return Instant::now() + Duration::from_millis(deadline_ms);
+    }
     let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
     Instant::now() + left
 }

@@ -32,12 +32,20 @@ impl LocalDynamoDb {
         let addr = listener
             .local_addr()
             .map_err(|source| EmulatorError::Bind { addr, source })?;
-        let db = dynoxide::Database::memory().map_err(|e| EmulatorError::Database(e.to_string()))?;
+        let db =
+            dynoxide::Database::memory().map_err(|e| EmulatorError::Database(e.to_string()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async move {
-            let _ = stopped.await;
-        }));
-        Ok(LocalDynamoDb { addr, stop: Some(stop) })
+        tokio::spawn(dynoxide::server::serve_with_shutdown(
+            listener,
+            db,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(LocalDynamoDb {
+            addr,
+            stop: Some(stop),
+        })
     }
 
     /// The endpoint URL to give the SDK (`AWS_ENDPOINT_URL_DYNAMODB`).

@@ -18,7 +18,12 @@ const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE]
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["serve"] => serve(8000).await,
         ["serve", "--port", port] => match port.parse() {
             Ok(port) => serve(port).await,
@@ -42,8 +47,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(port: u16) -> Result<(), String> {
-    let server = LocalDynamoDb::start(port).await.map_err(|e| e.to_string())?;
-    println!("local DynamoDB listening: AWS_ENDPOINT_URL_DYNAMODB={}", server.endpoint_url());
+    let server = LocalDynamoDb::start(port)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "local DynamoDB listening: AWS_ENDPOINT_URL_DYNAMODB={}",
+        server.endpoint_url()
+    );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -54,26 +64,37 @@ async fn client() -> aws_sdk_dynamodb::Client {
 
 async fn setup(seed_file: Option<&str>) -> Result<(), String> {
     let client = client().await;
-    for (env_var, name) in tables::create_all(&client).await.map_err(|e| e.to_string())? {
+    for (env_var, name) in tables::create_all(&client)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         println!("table ready: {env_var}={name}");
     }
     if let Some(file) = seed_file {
         let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-        let written = seed::load(&client, &text).await.map_err(|e| e.to_string())?;
+        let written = seed::load(&client, &text)
+            .await
+            .map_err(|e| e.to_string())?;
         println!("seeded {written} records from {file}");
     }
     Ok(())
 }
 
 async fn show(batch_id: &str) -> Result<(), String> {
-    let names: Vec<String> = tables::definitions().iter().map(|d| d.name_from_env()).collect();
+    let names: Vec<String> = tables::definitions()
+        .iter()
+        .map(|d| d.name_from_env())
+        .collect();
     let store = PayoutStore::new(client().await, &names[0], &names[1]);
     let batch = store
         .get_batch(batch_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("batch {batch_id:?} does not exist"))?;
-    println!("batch {} provider={} currency={}", batch.batch_id, batch.provider, batch.currency);
+    println!(
+        "batch {} provider={} currency={}",
+        batch.batch_id, batch.provider, batch.currency
+    );
     let mut start = None;
     loop {
         let page = store
@@ -83,12 +104,14 @@ async fn show(batch_id: &str) -> Result<(), String> {
         for item in page.items {
             match item {
                 Ok(item) => println!(
-                    "  {:<12} {:<12} {:>10} {:<12} {}",
+                    "  {:<14} {:<22} {:>10}  {:<12} {}",
                     item.item_id,
                     item.user_id,
                     item.net_amount,
                     item.status,
-                    item.provider_payout_id.or(item.failure_reason).unwrap_or_default()
+                    item.provider_payout_id
+                        .or(item.failure_reason)
+                        .unwrap_or_default()
                 ),
                 Err(err) => println!("  unreadable item: {err}"),
             }

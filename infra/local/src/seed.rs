@@ -19,7 +19,8 @@ pub enum SeedError {
 /// Writes every PutRequest of `seed_json` to its table (names resolved from the environment).
 /// Returns the number of records written.
 pub async fn load(client: &Client, seed_json: &str) -> Result<usize, SeedError> {
-    let seed: Value = serde_json::from_str(seed_json).map_err(|e| SeedError::Invalid(e.to_string()))?;
+    let seed: Value =
+        serde_json::from_str(seed_json).map_err(|e| SeedError::Invalid(e.to_string()))?;
     let names: HashMap<String, String> = definitions()
         .into_iter()
         .map(|d| (d.local_name.clone(), d.name_from_env()))
@@ -32,14 +33,14 @@ pub async fn load(client: &Client, seed_json: &str) -> Result<usize, SeedError> 
         let table = names
             .get(local_name)
             .ok_or_else(|| SeedError::Invalid(format!("unknown table {local_name:?}")))?;
-        let requests = requests
-            .as_array()
-            .ok_or_else(|| SeedError::Invalid(format!("{local_name}: expected a list of PutRequests")))?;
+        let requests = requests.as_array().ok_or_else(|| {
+            SeedError::Invalid(format!("{local_name}: expected a list of PutRequests"))
+        })?;
         let mut writes = Vec::with_capacity(requests.len());
         for request in requests {
-            let item = request
-                .pointer("/PutRequest/Item")
-                .ok_or_else(|| SeedError::Invalid(format!("{local_name}: entry without PutRequest.Item")))?;
+            let item = request.pointer("/PutRequest/Item").ok_or_else(|| {
+                SeedError::Invalid(format!("{local_name}: entry without PutRequest.Item"))
+            })?;
             let AttributeValue::M(item) = attribute_value(&Value::Object(
                 [("M".to_owned(), item.clone())].into_iter().collect(),
             ))?
@@ -61,7 +62,11 @@ pub async fn load(client: &Client, seed_json: &str) -> Result<usize, SeedError> 
 }
 
 /// Writes up to 25 requests, retrying what DynamoDB leaves unprocessed.
-pub async fn write_chunk(client: &Client, table: &str, mut writes: Vec<WriteRequest>) -> Result<(), SeedError> {
+pub async fn write_chunk(
+    client: &Client,
+    table: &str,
+    mut writes: Vec<WriteRequest>,
+) -> Result<(), SeedError> {
     for round in 0..10u32 {
         let out = client
             .batch_write_item()
@@ -70,7 +75,10 @@ pub async fn write_chunk(client: &Client, table: &str, mut writes: Vec<WriteRequ
             .await
             .map_err(|e| SeedError::Write {
                 table: table.to_owned(),
-                message: e.as_service_error().map(|s| s.to_string()).unwrap_or_else(|| e.to_string()),
+                message: e
+                    .as_service_error()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string()),
             })?;
         writes = out
             .unprocessed_items
@@ -90,7 +98,10 @@ pub async fn write_chunk(client: &Client, table: &str, mut writes: Vec<WriteRequ
 /// Decodes one DynamoDB-JSON attribute value (`{"S": …}`, `{"N": …}`, `{"M": {…}}`, …).
 pub fn attribute_value(value: &Value) -> Result<AttributeValue, SeedError> {
     let invalid = || SeedError::Invalid(format!("not a DynamoDB attribute value: {value}"));
-    let object = value.as_object().filter(|o| o.len() == 1).ok_or_else(invalid)?;
+    let object = value
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(invalid)?;
     let (kind, inner) = object.iter().next().ok_or_else(invalid)?;
     Ok(match (kind.as_str(), inner) {
         ("S", Value::String(s)) => AttributeValue::S(s.clone()),
@@ -102,7 +113,9 @@ pub fn attribute_value(value: &Value) -> Result<AttributeValue, SeedError> {
                 .map(|(k, v)| Ok((k.clone(), attribute_value(v)?)))
                 .collect::<Result<_, SeedError>>()?,
         ),
-        ("L", Value::Array(list)) => AttributeValue::L(list.iter().map(attribute_value).collect::<Result<_, _>>()?),
+        ("L", Value::Array(list)) => {
+            AttributeValue::L(list.iter().map(attribute_value).collect::<Result<_, _>>()?)
+        }
         _ => return Err(invalid()),
     })
 }

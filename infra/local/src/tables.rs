@@ -87,7 +87,11 @@ pub struct CreateTableError {
 }
 
 /// Creates `definition` as `name` (on-demand billing). An existing table is left as it is.
-pub async fn create_table(client: &Client, definition: &TableDefinition, name: &str) -> Result<(), CreateTableError> {
+pub async fn create_table(
+    client: &Client,
+    definition: &TableDefinition,
+    name: &str,
+) -> Result<(), CreateTableError> {
     let fail = |message: String| CreateTableError {
         table: name.to_owned(),
         message,
@@ -120,7 +124,9 @@ pub async fn create_table(client: &Client, definition: &TableDefinition, name: &
             .index_name(&index.index_name)
             .projection(
                 Projection::builder()
-                    .projection_type(ProjectionType::from(index.projection.projection_type.as_str()))
+                    .projection_type(ProjectionType::from(
+                        index.projection.projection_type.as_str(),
+                    ))
                     .build(),
             );
         for k in &index.key_schema {
@@ -130,7 +136,13 @@ pub async fn create_table(client: &Client, definition: &TableDefinition, name: &
     }
     match request.send().await {
         Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => Ok(()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
         Err(err) => Err(fail(match err.as_service_error() {
             Some(service) => service.to_string(),
             None => err.to_string(),

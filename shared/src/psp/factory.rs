@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 /// The batch names a provider this deployment has no adapter for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no payment adapter for provider {provider:?} (configured: {configured}); fix the batch or enable the provider")]
+#[error(
+    "no payment adapter for provider {provider:?} (configured: {configured}); fix the batch or enable the provider"
+)]
 pub struct UnknownProvider {
     pub provider: String,
     pub configured: String,

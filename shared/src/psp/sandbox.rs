@@ -76,7 +76,11 @@ impl SandboxPsp {
 
     /// Every transfer made so far, in order.
     pub fn transfers(&self) -> Vec<SandboxTransfer> {
-        self.ledger.lock().expect("sandbox ledger poisoned").transfers.clone()
+        self.ledger
+            .lock()
+            .expect("sandbox ledger poisoned")
+            .transfers
+            .clone()
     }
 
     /// How many transfers were made for one item, whatever key they were made under.
@@ -131,7 +135,10 @@ impl SandboxPsp {
             Some(SandboxFault::Reject { code, message }) => Some((code.clone(), message.clone())),
             _ if request.destination.starts_with(REJECTED_ACCOUNT_PREFIX) => Some((
                 "account_invalid".to_owned(),
-                format!("sandbox: account {} cannot receive transfers", request.destination),
+                format!(
+                    "sandbox: account {} cannot receive transfers",
+                    request.destination
+                ),
             )),
             _ => None,
         };
@@ -158,9 +165,11 @@ impl SandboxPsp {
             .by_key
             .insert(key, (request.clone(), StoredOutcome::Transfer(index)));
         match fault {
-            Some(SandboxFault::TimeoutAfterAccept) => Decision::Answer(Err(PaymentError::OutcomeUnknown {
-                reason: "sandbox: injected timeout after the transfer was made".into(),
-            })),
+            Some(SandboxFault::TimeoutAfterAccept) => {
+                Decision::Answer(Err(PaymentError::OutcomeUnknown {
+                    reason: "sandbox: injected timeout after the transfer was made".into(),
+                }))
+            }
             Some(SandboxFault::HangAfterAccept) => Decision::Hang,
             _ => Decision::Answer(Ok(TransferReceipt {
                 provider_payout_id: id,
@@ -219,10 +228,16 @@ mod tests {
         assert!(!first.replayed && again.replayed);
         assert_eq!(first.provider_payout_id, again.provider_payout_id);
         let changed = psp.submit_transfer(&request(0, 101)).await.unwrap_err();
-        assert!(matches!(changed, PaymentError::Rejected { code, .. } if code == "idempotency_error"));
+        assert!(
+            matches!(changed, PaymentError::Rejected { code, .. } if code == "idempotency_error")
+        );
         assert_eq!(psp.transfers_for_item("b1", "i1"), 1);
         psp.submit_transfer(&request(1, 100)).await.unwrap();
-        assert_eq!(psp.transfers_for_item("b1", "i1"), 2, "a new key generation is a new transfer");
+        assert_eq!(
+            psp.transfers_for_item("b1", "i1"),
+            2,
+            "a new key generation is a new transfer"
+        );
     }
 
     #[tokio::test]
@@ -239,8 +254,17 @@ mod tests {
             psp.submit_transfer(&request(0, 100)).await,
             Err(PaymentError::OutcomeUnknown { .. })
         ));
-        assert_eq!(psp.transfers().len(), 1, "the timeout came after the transfer");
-        assert!(psp.submit_transfer(&request(0, 100)).await.unwrap().replayed);
+        assert_eq!(
+            psp.transfers().len(),
+            1,
+            "the timeout came after the transfer"
+        );
+        assert!(
+            psp.submit_transfer(&request(0, 100))
+                .await
+                .unwrap()
+                .replayed
+        );
         assert_eq!(psp.calls(), 3);
     }
 }

@@ -4,7 +4,9 @@
 use super::{StoreError, rfc3339_from_ms};
 use crate::domain::{AttemptState, ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -72,7 +74,9 @@ pub struct Claim {
 pub enum ClaimOutcome {
     Claimed(Claim),
     /// The item changed since it was read (another worker, a webhook): leave it alone.
-    Lost { current: Option<ItemStatus> },
+    Lost {
+        current: Option<ItemStatus>,
+    },
 }
 
 /// What a fenced transition found.
@@ -81,7 +85,9 @@ pub enum TransitionOutcome {
     Applied,
     /// The guard failed: the item is no longer where this writer expected (a newer attempt or
     /// a webhook moved it). Nothing was written.
-    Superseded { current: Option<ItemStatus> },
+    Superseded {
+        current: Option<ItemStatus>,
+    },
 }
 
 /// One page of a batch's items, in sort-key order.
@@ -101,7 +107,11 @@ pub struct PayoutStore {
 }
 
 impl PayoutStore {
-    pub fn new(client: Client, payouts_table: impl Into<String>, settings_table: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        payouts_table: impl Into<String>,
+        settings_table: impl Into<String>,
+    ) -> Self {
         PayoutStore {
             client,
             payouts_table: payouts_table.into(),
@@ -134,7 +144,9 @@ impl PayoutStore {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        out.item.map(|record| decode_batch(batch_id, &record)).transpose()
+        out.item
+            .map(|record| decode_batch(batch_id, &record))
+            .transpose()
     }
 
     /// One page of the batch's items (strongly consistent), starting at `start`.
@@ -211,8 +223,15 @@ impl PayoutStore {
                     .send()
                     .await
                     .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
-                for record in out.responses.unwrap_or_default().remove(&self.settings_table).unwrap_or_default() {
-                    if let (Some(user_id), Some(method)) = (get_s(&record, attr::USER_ID), decode_method(&record)) {
+                for record in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.settings_table)
+                    .unwrap_or_default()
+                {
+                    if let (Some(user_id), Some(method)) =
+                        (get_s(&record, attr::USER_ID), decode_method(&record))
+                    {
                         methods.insert(user_id.to_owned(), method);
                     }
                 }
@@ -256,7 +275,12 @@ impl PayoutStore {
     /// Takes `item` for a new attempt, as it was read: a compare-and-swap on status and attempt
     /// (and, for an item left `submitting`, an expired lease). A `failed` item moves to the next
     /// key generation, since the PSP stored its rejection under the old key.
-    pub async fn claim(&self, item: &PayoutItem, now_ms: u64, lease: Duration) -> Result<ClaimOutcome, StoreError> {
+    pub async fn claim(
+        &self,
+        item: &PayoutItem,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
         let seen = item.attempt;
         let claim = Claim {
             batch_id: item.batch_id.clone(),
@@ -313,7 +337,9 @@ impl PayoutStore {
     ) -> Result<TransitionOutcome, StoreError> {
         let request = self
             .fenced_update(claim, now_ms)
-            .update_expression("SET #status = :to, #ppid = :ppid, #updated = :now REMOVE #lease, #reason")
+            .update_expression(
+                "SET #status = :to, #ppid = :ppid, #updated = :now REMOVE #lease, #reason",
+            )
             .expression_attribute_names("#ppid", attr::PROVIDER_PAYOUT_ID)
             .expression_attribute_names("#reason", attr::FAILURE_REASON)
             .expression_attribute_values(":to", status(ItemStatus::Processing))
@@ -322,10 +348,17 @@ impl PayoutStore {
     }
 
     /// `submitting` → `failed` with the PSP's reason, if the claim is still the item's.
-    pub async fn record_rejected(&self, claim: &Claim, reason: &str, now_ms: u64) -> Result<TransitionOutcome, StoreError> {
+    pub async fn record_rejected(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
         let request = self
             .fenced_update(claim, now_ms)
-            .update_expression("SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease")
+            .update_expression(
+                "SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease",
+            )
             .expression_attribute_names("#reason", attr::FAILURE_REASON)
             .expression_attribute_values(":to", status(ItemStatus::Failed))
             .expression_attribute_values(":reason", s(reason));
@@ -334,14 +367,22 @@ impl PayoutStore {
 
     /// Ends the claim's lease early (retryable error, unknown outcome): the item stays
     /// `submitting` with its key, so the next run re-drives it without waiting for the lease.
-    pub async fn release(&self, claim: &Claim, now_ms: u64) -> Result<TransitionOutcome, StoreError> {
+    pub async fn release(
+        &self,
+        claim: &Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
         let request = self
             .fenced_update(claim, now_ms)
             .update_expression("SET #updated = :now REMOVE #lease");
         conditional(request.send().await)
     }
 
-    fn update_item(&self, batch_id: &str, item_id: &str) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn update_item(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.payouts_table)
@@ -351,7 +392,11 @@ impl PayoutStore {
     }
 
     /// An update guarded by "still `submitting` under this attempt".
-    fn fenced_update(&self, claim: &Claim, now_ms: u64) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn fenced_update(
+        &self,
+        claim: &Claim,
+        now_ms: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.update_item(&claim.batch_id, &claim.item_id)
             .condition_expression("#status = :submitting AND #attempt = :mine")
             .expression_attribute_names("#status", attr::STATUS)
@@ -366,7 +411,13 @@ impl PayoutStore {
 
 /// Turns an UpdateItem result into applied / superseded (with the status found), or an error.
 fn conditional<O>(
-    result: Result<O, aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    result: Result<
+        O,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
 ) -> Result<TransitionOutcome, StoreError> {
     match result {
         Ok(_) => Ok(TransitionOutcome::Applied),
@@ -444,7 +495,10 @@ fn decode_method(record: &Record) -> Option<PayoutMethod> {
     };
     Some(PayoutMethod {
         provider_account_id: get_s(method, attr::PROVIDER_ACCOUNT_ID).map(str::to_owned),
-        is_verified: matches!(method.get(attr::IS_VERIFIED), Some(AttributeValue::Bool(true))),
+        is_verified: matches!(
+            method.get(attr::IS_VERIFIED),
+            Some(AttributeValue::Bool(true))
+        ),
         provider: get_s(method, attr::PROVIDER).map(str::to_owned),
         method_type: get_s(method, attr::METHOD_TYPE).map(str::to_owned),
     })

@@ -23,7 +23,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn dynamo<E, R>(operation: &'static str, err: aws_sdk_dynamodb::error::SdkError<E, R>) -> Self
+    pub(crate) fn dynamo<E, R>(
+        operation: &'static str,
+        err: aws_sdk_dynamodb::error::SdkError<E, R>,
+    ) -> Self
     where
         E: std::error::Error + 'static,
         R: std::fmt::Debug,

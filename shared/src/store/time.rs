@@ -39,7 +39,13 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(super::rfc3339_from_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339_from_ms(1_795_606_200_123), "2026-11-25T11:30:00.123Z");
-        assert_eq!(super::rfc3339_from_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339_from_ms(1_795_606_200_123),
+            "2026-11-25T11:30:00.123Z"
+        );
+        assert_eq!(
+            super::rfc3339_from_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Quick start: pays the sample batch (infra/seed/sample-batch.json) end to end on this machine.
+#   1. starts the local DynamoDB (payouts-local serve) on a free loopback port;
+#   2. creates the tables from infra/tables.json and loads the seed;
+#   3. serves payout-execute with `cargo lambda watch` and invokes it with the SQS event in
+#      infra/events/sqs-payout-execute.json (the sandbox PSP pays);
+#   4. prints every item's final status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/tools.sh
+ensure_cargo_lambda
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+DB_PORT=$(free_port)
+INVOKE_PORT=$(free_port)
+LOG_DIR=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+echo "== building (first run compiles the workspace; later runs are quick)"
+cargo build --quiet -p payouts-local -p payout-execute
+
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DB_PORT"
+export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+export PAYOUTS_TABLE=payouts USER_SETTINGS_TABLE=user-settings
+export SANDBOX_PSP_ENABLED=true SANDBOX_PSP_LATENCY_MS=50
+export AWS_LAMBDA_LOG_FORMAT=JSON AWS_LAMBDA_LOG_LEVEL=info
+
+echo "== local DynamoDB on $AWS_ENDPOINT_URL_DYNAMODB"
+target/debug/payouts-local serve --port "$DB_PORT" >"$LOG_DIR/dynamodb.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$DB_PORT") 2>/dev/null && break; sleep 0.1; done
+target/debug/payouts-local setup --seed infra/seed/sample-batch.json
+
+echo "== cargo lambda watch on 127.0.0.1:$INVOKE_PORT (function logs: $LOG_DIR/lambda.log)"
+cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$INVOKE_PORT" --timeout 120 >"$LOG_DIR/lambda.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$INVOKE_PORT") 2>/dev/null && break; sleep 0.2; done
+
+echo "== invoking payout-execute with infra/events/sqs-payout-execute.json"
+cargo lambda invoke payout-execute --invoke-address 127.0.0.1 --invoke-port "$INVOKE_PORT" \
+    --data-file infra/events/sqs-payout-execute.json
+echo
+echo "== batch summary logged by the function"
+grep '"payout batch summary"' "$LOG_DIR/lambda.log" | tail -1 || true
+echo "== final item statuses"
+target/debug/payouts-local show b-sample-0001
