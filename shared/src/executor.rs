@@ -548,7 +548,9 @@ pub fn adapters_from_env() -> PaymentAdapterFactory {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or_default();
-        factory = factory.with_adapter(Arc::new(crate::psp::sandbox::SandboxPsp::new(latency)));
+        let secrets = crate::psp::webhook::secrets_from(env_value("SANDBOX_WEBHOOK_SECRET"));
+        let sandbox = crate::psp::sandbox::SandboxPsp::new(latency).with_webhook_secrets(secrets);
+        factory = factory.with_adapter(Arc::new(sandbox));
     }
     factory
 }

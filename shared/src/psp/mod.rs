@@ -3,6 +3,7 @@
 
 mod factory;
 pub mod sandbox;
+pub mod webhook;
 
 pub use factory::{PaymentAdapterFactory, UnknownProvider};
 
@@ -87,9 +88,20 @@ pub trait PaymentAdapter: Send + Sync {
     /// The `provider` value of the batches this adapter pays (`stripe`, `sandbox`, …).
     fn provider(&self) -> &str;
 
-    /// Submits one transfer under its idempotency key.
+    /// Submits one transfer under its idempotency key. The transfer must carry
+    /// `request.batch_id`/`item_id` as metadata ([`webhook::METADATA_BATCH_ID`] and
+    /// [`webhook::METADATA_ITEM_ID`]) so webhooks and reconciliation can find the item.
     async fn submit_transfer(
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError>;
+
+    /// Verifies a webhook request (raw body and headers, as received) with this PSP's scheme
+    /// and secret, and normalizes its event. `now_secs` is the Unix time to check freshness against.
+    fn verify_webhook(
+        &self,
+        body: &[u8],
+        headers: &http::HeaderMap,
+        now_secs: u64,
+    ) -> Result<webhook::PaymentEvent, webhook::WebhookError>;
 }

@@ -2,6 +2,7 @@
 //! (a repeated key replays the first outcome; the same key with other parameters is refused),
 //! records every transfer it made so a test can count payments, and fails on purpose when told.
 
+use super::webhook::{self, PaymentEvent, WebhookError};
 use super::{PaymentAdapter, PaymentError, TransferReceipt, TransferRequest};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -56,6 +57,8 @@ struct Ledger {
 pub struct SandboxPsp {
     latency: Duration,
     ledger: Mutex<Ledger>,
+    /// Secrets its webhooks are signed with (Stripe's scheme); the first signs.
+    webhook_secrets: Vec<String>,
 }
 
 impl SandboxPsp {
@@ -64,7 +67,44 @@ impl SandboxPsp {
         SandboxPsp {
             latency,
             ledger: Mutex::new(Ledger::default()),
+            webhook_secrets: Vec::new(),
         }
+    }
+
+    /// Sets the webhook secrets (newest first; older ones still verify during a rotation).
+    pub fn with_webhook_secrets(mut self, secrets: Vec<String>) -> Self {
+        self.webhook_secrets = secrets;
+        self
+    }
+
+    /// A signed webhook request (body, `Stripe-Signature` value) for a transfer the sandbox made,
+    /// as its PSP side would send it at `now_secs`.
+    pub fn signed_transfer_event(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        transfer: &SandboxTransfer,
+        failure_message: Option<&str>,
+        now_secs: u64,
+    ) -> (String, String) {
+        let reference = webhook::ItemReference {
+            batch_id: transfer.batch_id.clone(),
+            item_id: transfer.item_id.clone(),
+        };
+        let body = webhook::transfer_event_json(
+            event_id,
+            event_type,
+            &transfer.id,
+            &reference,
+            failure_message,
+        );
+        let secret = self
+            .webhook_secrets
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let header = webhook::signature_header(secret, now_secs, body.as_bytes());
+        (body, header)
     }
 
     /// Makes the next `times` submissions to `destination` fail with `fault`.
@@ -201,6 +241,24 @@ impl PaymentAdapter for SandboxPsp {
             Decision::Answer(answer) => answer,
             Decision::Hang => std::future::pending().await,
         }
+    }
+
+    fn verify_webhook(
+        &self,
+        body: &[u8],
+        headers: &http::HeaderMap,
+        now_secs: u64,
+    ) -> Result<PaymentEvent, WebhookError> {
+        if self.webhook_secrets.is_empty() {
+            return Err(WebhookError::NotConfigured {
+                provider: SANDBOX_PROVIDER.to_owned(),
+            });
+        }
+        let header = headers
+            .get(webhook::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        webhook::verify_signature(header, body, &self.webhook_secrets, now_secs)?;
+        webhook::parse_stripe_event(body)
     }
 }
 
