@@ -5,6 +5,8 @@
 # or a real AWS account instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/tools.sh
+ensure_test_python
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

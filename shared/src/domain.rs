@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// Where an item stands. The single status enum of the project: every status string read
 /// from or written to DynamoDB goes through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ItemStatus {
     /// As written upstream: nothing has been tried yet.
     Pending,

@@ -6,4 +6,5 @@ pub mod executor;
 pub mod job;
 pub mod money;
 pub mod psp;
+pub mod settlement;
 pub mod store;

@@ -504,7 +504,7 @@ fn decode_method(record: &Record) -> Option<PayoutMethod> {
     })
 }
 
-fn get_s<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
+pub(crate) fn get_s<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
     match record.get(name) {
         Some(AttributeValue::S(value)) => Some(value),
         _ => None,
@@ -528,6 +528,6 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn status(status: ItemStatus) -> AttributeValue {
+pub(crate) fn status(status: ItemStatus) -> AttributeValue {
     s(status.as_str())
 }

@@ -2,6 +2,7 @@
 //! conditional writes in [`dynamodb`] are what make the executor's protocol safe.
 
 pub mod dynamodb;
+pub mod settlement;
 mod time;
 
 pub use dynamodb::{Claim, ClaimOutcome, PayoutStore, TransitionOutcome};
