@@ -4,7 +4,9 @@
 #   2. creates the tables from infra/tables.json and loads the seed;
 #   3. serves payout-execute with `cargo lambda watch` and invokes it with the SQS event in
 #      infra/events/sqs-payout-execute.json (the sandbox PSP pays);
-#   4. prints every item's final status.
+#   4. sends a signed `transfer.created` webhook for item-001 to psp-webhook (its Function URL
+#      on the same `cargo lambda watch`), which marks it paid;
+#   5. prints every item's final status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
@@ -19,12 +21,12 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 echo "== building (first run compiles the workspace; later runs are quick)"
-cargo build --quiet -p payouts-local -p payout-execute
+cargo build --quiet -p payouts-local -p payout-execute -p psp-webhook
 
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DB_PORT"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export PAYOUTS_TABLE=payouts USER_SETTINGS_TABLE=user-settings
-export SANDBOX_PSP_ENABLED=true SANDBOX_PSP_LATENCY_MS=50
+export SANDBOX_PSP_ENABLED=true SANDBOX_PSP_LATENCY_MS=50 SANDBOX_WEBHOOK_SECRET=whsec_local_sandbox
 export AWS_LAMBDA_LOG_FORMAT=JSON AWS_LAMBDA_LOG_LEVEL=info
 
 echo "== local DynamoDB on $AWS_ENDPOINT_URL_DYNAMODB"
@@ -44,5 +46,10 @@ cargo lambda invoke payout-execute --invoke-address 127.0.0.1 --invoke-port "$IN
 echo
 echo "== batch summary logged by the function"
 grep '"payout batch summary"' "$LOG_DIR/lambda.log" | tail -1 || true
+echo "== sending a signed transfer.created webhook for item-001"
+signature=$(target/debug/payouts-local sign-webhook b-sample-0001 item-001 transfer.created "$LOG_DIR/event.json")
+curl -sS -X POST "http://127.0.0.1:$INVOKE_PORT/lambda-url/psp-webhook/webhooks/sandbox" \
+    -H "content-type: application/json" -H "Stripe-Signature: $signature" --data-binary @"$LOG_DIR/event.json"
+echo
 echo "== final item statuses"
 target/debug/payouts-local show b-sample-0001

@@ -4,16 +4,22 @@
 //! payouts-local serve [--port N]      run a DynamoDB-compatible server on 127.0.0.1 (default 8000)
 //! payouts-local setup [--seed FILE]   create the tables (and load seed data) at the configured endpoint
 //! payouts-local show BATCH_ID         print each item of a batch with its status and reason
+//! payouts-local sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE
+//!                                     write the sandbox PSP's event for the item's transfer to
+//!                                     BODY_FILE and print its Stripe-Signature header, signed now
+//!                                     with SANDBOX_WEBHOOK_SECRET
 //! ```
 //! `setup` and `show` reach DynamoDB through the standard AWS variables
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION`, credentials); table names come from
 //! `PAYOUTS_TABLE` / `USER_SETTINGS_TABLE`, else the local names of `infra/tables.json`.
 
 use payouts_local::{emulator::LocalDynamoDb, seed, tables};
+use payouts_shared::psp::webhook;
 use payouts_shared::store::PayoutStore;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] | show BATCH_ID";
+const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] | show BATCH_ID \
+                     | sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,6 +38,9 @@ async fn main() -> ExitCode {
         ["setup"] => setup(None).await,
         ["setup", "--seed", file] => setup(Some(file)).await,
         ["show", batch_id] => show(batch_id).await,
+        ["sign-webhook", batch_id, item_id, event_type, body_file] => {
+            sign_webhook(batch_id, item_id, event_type, body_file).await
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -80,12 +89,51 @@ async fn setup(seed_file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn show(batch_id: &str) -> Result<(), String> {
+async fn store() -> PayoutStore {
     let names: Vec<String> = tables::definitions()
         .iter()
         .map(|d| d.name_from_env())
         .collect();
-    let store = PayoutStore::new(client().await, &names[0], &names[1]);
+    PayoutStore::new(client().await, &names[0], &names[1])
+}
+
+async fn sign_webhook(
+    batch_id: &str,
+    item_id: &str,
+    event_type: &str,
+    body_file: &str,
+) -> Result<(), String> {
+    let secret = std::env::var("SANDBOX_WEBHOOK_SECRET")
+        .map_err(|_| "SANDBOX_WEBHOOK_SECRET is not set".to_owned())?;
+    let item = store()
+        .await
+        .get_item(batch_id, item_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("item {item_id:?} of batch {batch_id:?} does not exist"))?;
+    let transfer_id = item.provider_payout_id.ok_or_else(|| {
+        format!(
+            "item {item_id:?} has no transfer yet (status {})",
+            item.status
+        )
+    })?;
+    let reference = webhook::ItemReference {
+        batch_id: batch_id.to_owned(),
+        item_id: item_id.to_owned(),
+    };
+    let now_secs = payouts_shared::store::now_ms() / 1000;
+    let event_id = format!("evt_local_{item_id}_{now_secs}");
+    let body = webhook::transfer_event_json(&event_id, event_type, &transfer_id, &reference, None);
+    std::fs::write(body_file, &body).map_err(|e| format!("cannot write {body_file}: {e}"))?;
+    println!(
+        "{}",
+        webhook::signature_header(&secret, now_secs, body.as_bytes())
+    );
+    Ok(())
+}
+
+async fn show(batch_id: &str) -> Result<(), String> {
+    let store = store().await;
     let batch = store
         .get_batch(batch_id)
         .await
