@@ -1,0 +1,308 @@
+//! `payout-bench`: throughput, DynamoDB requests per paid item, peak memory and cold start of the
+//! executor, printed beside their targets. Run it with `scripts/bench.sh` (release build).
+//!
+//! The local DynamoDB runs as a separate process (`payouts-local serve`), so the peak RSS
+//! measured here is the executor's own (plus the sandbox PSP's in-memory ledger).
+
+use integration_tests::{RequestCounter, items, verified_users};
+use payouts_local::tables;
+use payouts_shared::executor::{Executor, ExecutorConfig};
+use payouts_shared::psp::PaymentAdapterFactory;
+use payouts_shared::psp::sandbox::SandboxPsp;
+use payouts_shared::store::PayoutStore;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LATENCY: Duration = Duration::from_millis(50);
+const BIG_BATCH: usize = 10_000;
+const SERIAL_BATCH: usize = 200;
+
+#[tokio::main]
+async fn main() {
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mut server = Command::new(bin_dir.join("payouts-local"))
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start payouts-local (build it first: scripts/bench.sh does)");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = line.trim().rsplit('=').next().unwrap().to_owned();
+
+    let requests = RequestCounter::default();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    for definition in tables::definitions() {
+        tables::create_table(&client, &definition, &definition.local_name)
+            .await
+            .unwrap();
+    }
+    let store = PayoutStore::new(client, "payouts", "user-settings");
+    let env = Seeder {
+        store: store.clone(),
+    };
+    let default_config = ExecutorConfig::default();
+
+    // Concurrency 1 on a smaller batch: the naive loop's rate does not depend on the batch size.
+    env.seed("b-serial", SERIAL_BATCH).await;
+    let (serial_rate, _) = run(
+        &store,
+        "b-serial",
+        SERIAL_BATCH,
+        ExecutorConfig {
+            concurrency: 1,
+            ..default_config.clone()
+        },
+        &requests,
+    )
+    .await;
+
+    env.seed("b-bench", BIG_BATCH).await;
+    reset_peak_rss();
+    let rss_before = rss_kib("VmRSS");
+    let (rate, per_item) = run(
+        &store,
+        "b-bench",
+        BIG_BATCH,
+        default_config.clone(),
+        &requests,
+    )
+    .await;
+    let peak = rss_kib("VmHWM");
+    let by_op = requests.by_operation();
+    drop(server.kill());
+
+    let limit = default_config.concurrency as f64 / LATENCY.as_secs_f64();
+    let (ready, size) = cold_start(&bin_dir.join("payout-execute"), &endpoint);
+    let machine = format!("{} cores, {}", num_cpus(), mem_total());
+    println!();
+    println!(
+        "payout-bench — sandbox PSP at {} ms per call, local DynamoDB (dynoxide) in its own process; {machine}",
+        LATENCY.as_millis()
+    );
+    println!("| figure | measured | target |");
+    println!("|---|---|---|");
+    println!(
+        "| items/s, {BIG_BATCH} items, concurrency {} | {rate:.0} | ≥ 80 % of {limit:.0} (concurrency ÷ latency) → {:.0} |",
+        default_config.concurrency,
+        limit * 0.8
+    );
+    println!(
+        "| items/s, concurrency 1 ({SERIAL_BATCH} items) | {serial_rate:.1} | — (the naive loop) |"
+    );
+    println!("| speed-up | {:.1}× | ≥ 20× |", rate / serial_rate);
+    println!(
+        "| DynamoDB requests per paid item | {per_item:.3} | ≤ 2.1 (floor: 2 writes + amortised reads ≈ {:.3}) |",
+        floor(BIG_BATCH)
+    );
+    println!("| requests by operation | {by_op:?} | |");
+    println!(
+        "| peak RSS during the {BIG_BATCH}-item run | {:.1} MiB (was {:.1} MiB before) | < 40 MiB |",
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "| payout-execute start → first /next (median of 20) | {:.1} ms | < 10 ms |",
+        ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| payout-execute release binary | {:.2} MB | < 8 MB |",
+        size as f64 / 1e6
+    );
+}
+
+/// The least a run can send: a claim and a record per item, one GetItem, and the reads for
+/// 1 MB Query pages and 100-key BatchGetItem calls.
+fn floor(items: usize) -> f64 {
+    let pages = (items as f64 * 160.0 / 1_048_576.0).ceil();
+    (2.0 * items as f64 + 1.0 + pages + (items as f64 / 100.0).ceil()) / items as f64
+}
+
+async fn run(
+    store: &PayoutStore,
+    batch_id: &str,
+    count: usize,
+    config: ExecutorConfig,
+    requests: &RequestCounter,
+) -> (f64, f64) {
+    let psp = Arc::new(SandboxPsp::new(LATENCY));
+    let executor = Executor::new(
+        store.clone(),
+        PaymentAdapterFactory::new().with_adapter(psp.clone()),
+        config,
+    );
+    requests.reset();
+    let started = Instant::now();
+    let summary = executor
+        .execute_payout_batch(batch_id, None)
+        .await
+        .expect("bench run");
+    let elapsed = started.elapsed();
+    assert_eq!(summary.submitted as usize, count, "{summary:?}");
+    assert_eq!(psp.transfers().len(), count);
+    (
+        count as f64 / elapsed.as_secs_f64(),
+        requests.total() as f64 / count as f64,
+    )
+}
+
+struct Seeder {
+    store: PayoutStore,
+}
+
+impl Seeder {
+    async fn seed(&self, batch_id: &str, count: usize) {
+        use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+        use payouts_shared::store::dynamodb::{attr, keys, s};
+        let batch = items(count, "12.34");
+        let mut writes = vec![record([
+            (attr::PK, s(keys::batch_pk(batch_id))),
+            (attr::SK, s(keys::BATCH_SK)),
+            (attr::PROVIDER, s("sandbox")),
+            (attr::CURRENCY, s("USD")),
+            (attr::STATUS, s("pending")),
+        ])];
+        for (item_id, user_id, amount) in &batch {
+            writes.push(record([
+                (attr::PK, s(keys::batch_pk(batch_id))),
+                (attr::SK, s(keys::item_sk(item_id))),
+                (attr::ITEM_ID, s(item_id)),
+                (attr::USER_ID, s(user_id)),
+                (attr::NET_AMOUNT, AttributeValue::N(amount.clone())),
+                (attr::STATUS, s("pending")),
+            ]));
+        }
+        let users: Vec<_> = verified_users(&batch)
+            .into_iter()
+            .map(|(user, account, verified)| {
+                let method = AttributeValue::M(
+                    [
+                        (attr::PROVIDER_ACCOUNT_ID.to_owned(), s(account)),
+                        (attr::IS_VERIFIED.to_owned(), AttributeValue::Bool(verified)),
+                    ]
+                    .into(),
+                );
+                record([(attr::USER_ID, s(user)), (attr::PAYOUT_METHOD, method)])
+            })
+            .collect();
+        fn record<const N: usize>(attrs: [(&str, AttributeValue); N]) -> WriteRequest {
+            let item = attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                .build()
+        }
+        for (table, writes) in [
+            (self.store.payouts_table(), writes),
+            (self.store.settings_table(), users),
+        ] {
+            for chunk in writes.chunks(25) {
+                payouts_local::seed::write_chunk(self.store.client(), table, chunk.to_vec())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Median time from spawning the release binary to its first call to the Runtime API's
+/// `/next`, on a local listener standing in for Lambda; and the binary's size.
+fn cold_start(binary: &std::path::Path, endpoint: &str) -> (Duration, u64) {
+    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let runtime_api = listener.local_addr().unwrap().to_string();
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "payout-execute")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_LEVEL", "error")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+            .env("PAYOUTS_TABLE", "payouts")
+            .env("USER_SETTINGS_TABLE", "user-settings")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn payout-execute");
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut first = [0u8; 64];
+        let n = stream.read(&mut first).unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            String::from_utf8_lossy(&first[..n]).contains("/runtime/invocation/next"),
+            "not a /next call"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        times.push(elapsed);
+    }
+    times.sort();
+    (times[times.len() / 2], size)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field).and_then(|v| {
+                v.trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| format!("{} GiB RAM", kb / 1_048_576))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
