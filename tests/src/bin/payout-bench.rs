@@ -89,7 +89,8 @@ async fn main() {
     .await;
     let peak = rss_kib("VmHWM");
     let by_op = requests.by_operation();
-    drop(server.kill());
+    let _ = server.kill();
+    let _ = server.wait();
 
     let limit = default_config.concurrency as f64 / LATENCY.as_secs_f64();
     let (ready, size) = cold_start(&bin_dir.join("payout-execute"), &endpoint);
