@@ -17,7 +17,7 @@ use payouts_shared::executor::{Executor, ExecutorConfig};
 use payouts_shared::psp::PaymentAdapterFactory;
 use payouts_shared::psp::sandbox::SandboxPsp;
 use payouts_shared::store::PayoutStore;
-use payouts_shared::store::dynamodb::{attr, decode_item, keys, n, s};
+use payouts_shared::store::dynamodb::{attr, keys, n, s};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -230,8 +230,7 @@ impl TestEnv {
 
     /// The decoded item.
     pub async fn item(&self, batch_id: &str, item_id: &str) -> PayoutItem {
-        let record = self.raw_item(batch_id, item_id).await.expect("item exists");
-        decode_item(batch_id, &record).expect("item decodes")
+        self.store.get_item(batch_id, item_id).await.expect("GetItem").expect("item exists")
     }
 
     /// Every item of the batch, through the store's own pagination.
