@@ -102,6 +102,14 @@ pub struct AttemptState {
     pub lease_until_ms: Option<u64>,
     /// Generation of the PSP idempotency key; changes only when the old key is known unusable.
     pub key_generation: u32,
+    /// When the current key generation was first sent to the PSP (epoch ms): PSPs forget keys
+    /// (Stripe after 24 h), and an old key's outcome must be reconciled before it is resent.
+    pub key_first_used_ms: Option<u64>,
+    /// Set (epoch ms) when the PSP stored an unknown outcome under the current key (a 5xx, an
+    /// idempotency error): the item is looked up by reference before anything is paid again.
+    pub reconcile_since_ms: Option<u64>,
+    /// The last transition (`updatedAt`), in epoch ms, when it reads as RFC 3339.
+    pub updated_ms: Option<u64>,
 }
 
 /// One payout item as read from the payouts table.

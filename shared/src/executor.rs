@@ -11,6 +11,7 @@ use crate::psp::{
 use crate::store::{Claim, ClaimOutcome, PayoutStore, StoreError, TransitionOutcome, now_ms};
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -99,7 +100,7 @@ pub fn env_required(name: &'static str) -> Result<String, ConfigError> {
     env_value(name).ok_or(ConfigError::Missing(name))
 }
 
-fn env_seconds(name: &'static str) -> Result<Option<Duration>, ConfigError> {
+pub(crate) fn env_seconds(name: &'static str) -> Result<Option<Duration>, ConfigError> {
     env_value(name)
         .map(|value| {
             value
@@ -414,7 +415,24 @@ impl Executor {
         if start_by.is_some_and(|t| Instant::now() >= t) {
             return Ok(ItemOutcome::Deferred);
         }
-        let claim = match self.store.claim(&item, now_ms(), self.config.lease).await? {
+        let reconcile = reconciliation_due(&item, adapter, now_ms());
+        if let Some(why) = reconcile {
+            let settle = adapter.reconciliation_settle_delay().as_millis() as u64;
+            let last_call = item
+                .attempt
+                .reconcile_since_ms
+                .max(item.attempt.updated_ms)
+                .unwrap_or(0);
+            if now_ms() < last_call.saturating_add(settle) {
+                info!(
+                    reason = why,
+                    settle_ms = settle,
+                    "outcome unknown under the current key; left to settle before the lookup by reference"
+                );
+                return Ok(ItemOutcome::Retryable);
+            }
+        }
+        let mut claim = match self.store.claim(&item, now_ms(), self.config.lease).await? {
             ClaimOutcome::Claimed(claim) => claim,
             ClaimOutcome::Lost { current } => {
                 info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
@@ -425,7 +443,7 @@ impl Executor {
             from = %item.status, to = %ItemStatus::Submitting, attempt = claim.attempt,
             key_generation = claim.key_generation, "item transition"
         );
-        let request = TransferRequest {
+        let mut request = TransferRequest {
             idempotency_key: IdempotencyKey::for_item(
                 &batch.batch_id,
                 &item.item_id,
@@ -437,15 +455,99 @@ impl Executor {
             amount_minor: amount.minor_units,
             currency: amount.currency.clone(),
         };
-        let answer =
-            tokio::time::timeout(self.config.psp_timeout, adapter.submit_transfer(&request))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(PaymentError::OutcomeUnknown {
-                        reason: format!("no answer within {:?}", self.config.psp_timeout),
-                    })
-                });
+        if let Some(why) = reconcile {
+            match self
+                .reconcile(adapter, &mut claim, &mut request, why)
+                .await?
+            {
+                Reconciled::Absent => {}
+                Reconciled::Done(outcome) => return Ok(outcome),
+            }
+        }
+        let answer = self
+            .bounded(adapter.submit_transfer(&request))
+            .await
+            .unwrap_or_else(|reason| Err(PaymentError::OutcomeUnknown { reason }));
         self.record(&claim, answer).await
+    }
+
+    /// Runs one PSP call under the configured bound.
+    async fn bounded<T>(&self, call: impl Future<Output = T>) -> Result<T, String> {
+        tokio::time::timeout(self.config.psp_timeout, call)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.config.psp_timeout))
+    }
+
+    /// Reconciliation (DESIGN.md, "Recover"): the current key cannot tell what an earlier call
+    /// did, so the transfer is looked up by reference. Found → recorded as the item's transfer,
+    /// never paid again. Certainly absent → the item moves to the next key generation (one
+    /// write fenced on this attempt and on the generation being left) and `request` carries
+    /// the new key. A failed lookup releases the item; the next attempt looks again.
+    async fn reconcile(
+        &self,
+        adapter: &dyn PaymentAdapter,
+        claim: &mut Claim,
+        request: &mut TransferRequest,
+        why: &'static str,
+    ) -> Result<Reconciled, StoreError> {
+        let found = self
+            .bounded(adapter.find_transfer(request))
+            .await
+            .unwrap_or_else(|reason| {
+                Err(PaymentError::Transient {
+                    reason,
+                    retry_after: None,
+                })
+            });
+        match found {
+            Ok(Some(receipt)) => {
+                info!(
+                    attempt = claim.attempt, reason = why, provider_payout_id = %receipt.provider_payout_id,
+                    "reconciliation found the item's transfer: recorded, not paid again"
+                );
+                Ok(Reconciled::Done(self.record(claim, Ok(receipt)).await?))
+            }
+            Err(err) => {
+                warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
+                self.store.release(claim, now_ms()).await?;
+                Ok(Reconciled::Done(ItemOutcome::Retryable))
+            }
+            Ok(None) => {
+                let lease_left = claim.lease_until_ms.saturating_sub(now_ms());
+                if lease_left
+                    <= (self.config.psp_timeout + Duration::from_secs(1)).as_millis() as u64
+                {
+                    info!(
+                        attempt = claim.attempt,
+                        "transfer certainly absent, but the lease has no room for the payment; left to the next attempt"
+                    );
+                    self.store.release(claim, now_ms()).await?;
+                    return Ok(Reconciled::Done(ItemOutcome::Retryable));
+                }
+                let left = claim.key_generation;
+                match self.store.advance_key_generation(claim, now_ms()).await? {
+                    TransitionOutcome::Applied => {
+                        info!(
+                            attempt = claim.attempt,
+                            reason = why,
+                            from_generation = left,
+                            key_generation = claim.key_generation,
+                            "reconciliation: no transfer under the old key; paying under the next key generation"
+                        );
+                        request.idempotency_key = IdempotencyKey::for_item(
+                            &request.batch_id,
+                            &request.item_id,
+                            claim.key_generation,
+                        );
+                        Ok(Reconciled::Absent)
+                    }
+                    TransitionOutcome::Superseded { current } => {
+                        warn!(attempt = claim.attempt, current = ?current.map(ItemStatus::as_str), "item moved on during reconciliation; not paid");
+                        Ok(Reconciled::Done(ItemOutcome::Skipped))
+                    }
+                }
+            }
+        }
     }
 
     /// Records the PSP's answer under the claim's fence.
@@ -474,11 +576,23 @@ impl Executor {
                 }
                 Ok(ItemOutcome::Submitted)
             }
-            Err(PaymentError::Rejected { code, message }) => {
+            Err(rejected @ PaymentError::Rejected { .. }) => {
+                let unreconciled = rejected.requires_reconciliation();
+                let PaymentError::Rejected { code, message } = rejected else {
+                    unreachable!("matched above")
+                };
                 let reason = format!("{code}: {message}");
-                match self.store.record_rejected(claim, &reason, now).await? {
+                let written = if unreconciled {
+                    error!(attempt = claim.attempt, reason = %reason, "the PSP refused the key as used with other parameters: the item is failed and will be reconciled by lookup before any new key is used");
+                    self.store
+                        .record_rejected_unreconciled(claim, &reason, now)
+                        .await?
+                } else {
+                    self.store.record_rejected(claim, &reason, now).await?
+                };
+                match written {
                     TransitionOutcome::Applied => {
-                        info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, "item transition");
+                        info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, reconcile = unreconciled, "item transition");
                         Ok(ItemOutcome::Failed)
                     }
                     TransitionOutcome::Superseded { current } => {
@@ -486,6 +600,11 @@ impl Executor {
                         Ok(ItemOutcome::Skipped)
                     }
                 }
+            }
+            Err(unknown @ PaymentError::NeedsReconciliation { .. }) => {
+                warn!(attempt = claim.attempt, error = %unknown, "the PSP stored an unknown outcome under this key; lease released, the next attempt reconciles by lookup instead of resending the key");
+                self.store.release_for_reconciliation(claim, now).await?;
+                Ok(ItemOutcome::Retryable)
             }
             Err(retryable) => {
                 warn!(attempt = claim.attempt, error = %retryable, "PSP call did not complete; lease released, the item will be retried with the same key");
@@ -516,6 +635,38 @@ impl Executor {
     }
 }
 
+/// What a reconciliation left to do.
+enum Reconciled {
+    /// The transfer is certainly absent and the claim now holds a fresh key generation: pay.
+    Absent,
+    /// Nothing more to do in this attempt.
+    Done(ItemOutcome),
+}
+
+/// Why an item's earlier outcome must be looked up by reference before its key is sent
+/// (again), or `None` when the current key can still answer for it.
+fn reconciliation_due(
+    item: &PayoutItem,
+    adapter: &dyn PaymentAdapter,
+    now: u64,
+) -> Option<&'static str> {
+    if item.attempt.reconcile_since_ms.is_some() {
+        return Some("the PSP stored an unknown outcome under the current key");
+    }
+    // Only a `submitting` item's current key may have been sent without a known outcome.
+    if item.status != ItemStatus::Submitting {
+        return None;
+    }
+    let window = adapter.key_reuse_window()?.as_millis() as u64;
+    match item.attempt.key_first_used_ms {
+        None => Some("the current key's first use is not recorded; the PSP may have forgotten it"),
+        Some(first) if now.saturating_sub(first) >= window => {
+            Some("the current key is older than the PSP is trusted to keep it")
+        }
+        Some(_) => None,
+    }
+}
+
 /// Sorts a read item into "needs work" (with its validated amount) or an outcome needing none.
 fn classify(
     batch: &PayoutBatch,
@@ -540,8 +691,16 @@ fn classify(
     }
 }
 
-/// Builds the adapters a deployment pays through, from the environment.
+/// Builds the adapters a deployment pays through, from the environment. Panics on invalid
+/// PSP settings (see [`try_adapters_from_env`]): a deployment must not start without an adapter
+/// it was configured for.
 pub fn adapters_from_env() -> PaymentAdapterFactory {
+    try_adapters_from_env().unwrap_or_else(|err| panic!("invalid PSP settings: {err}"))
+}
+
+/// Builds the adapters a deployment pays through, from the environment: the sandbox when
+/// `SANDBOX_PSP_ENABLED`, Stripe when `STRIPE_SECRET_KEY` is set (see the README).
+pub fn try_adapters_from_env() -> Result<PaymentAdapterFactory, ConfigError> {
     let mut factory = PaymentAdapterFactory::new();
     if env_value("SANDBOX_PSP_ENABLED").is_some_and(|v| v == "true" || v == "1") {
         let latency = env_value("SANDBOX_PSP_LATENCY_MS")
@@ -552,5 +711,8 @@ pub fn adapters_from_env() -> PaymentAdapterFactory {
         let sandbox = crate::psp::sandbox::SandboxPsp::new(latency).with_webhook_secrets(secrets);
         factory = factory.with_adapter(Arc::new(sandbox));
     }
-    factory
+    if let Some(stripe) = crate::psp::stripe::StripeAdapter::from_env()? {
+        factory = factory.with_adapter(Arc::new(stripe));
+    }
+    Ok(factory)
 }

@@ -5,6 +5,10 @@
 //! over HTTP like any endpoint. When `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`) is set,
 //! the tests use that endpoint instead (DynamoDB Local, or real AWS with the usual credentials),
 //! each test on its own freshly created, uniquely named tables.
+//!
+//! [`fake_stripe`] is a fake Stripe API for the Stripe adapter's tests (and local runs).
+
+pub mod fake_stripe;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -14,8 +18,8 @@ use payouts_local::emulator::LocalDynamoDb;
 use payouts_local::{seed, tables};
 use payouts_shared::domain::PayoutItem;
 use payouts_shared::executor::{Executor, ExecutorConfig};
-use payouts_shared::psp::PaymentAdapterFactory;
 use payouts_shared::psp::sandbox::SandboxPsp;
+use payouts_shared::psp::{PaymentAdapter, PaymentAdapterFactory};
 use payouts_shared::store::PayoutStore;
 use payouts_shared::store::dynamodb::{attr, keys, n, s};
 use std::collections::{BTreeMap, HashMap};
@@ -132,6 +136,16 @@ impl TestEnv {
     /// An executor on these tables paying through `sandbox`.
     pub fn executor(&self, sandbox: &Arc<SandboxPsp>, config: ExecutorConfig) -> Executor {
         let adapters = PaymentAdapterFactory::new().with_adapter(sandbox.clone());
+        Executor::new(self.store.clone(), adapters, config)
+    }
+
+    /// An executor on these tables paying through `adapter` (the Stripe adapter, say).
+    pub fn executor_with(
+        &self,
+        adapter: Arc<dyn PaymentAdapter>,
+        config: ExecutorConfig,
+    ) -> Executor {
+        let adapters = PaymentAdapterFactory::new().with_adapter(adapter);
         Executor::new(self.store.clone(), adapters, config)
     }
 

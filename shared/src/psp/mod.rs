@@ -2,7 +2,9 @@
 //! is classified, and the stable idempotency key that makes a retried submission safe.
 
 mod factory;
+pub mod rate_limit;
 pub mod sandbox;
+pub mod stripe;
 pub mod webhook;
 
 pub use factory::{PaymentAdapterFactory, UnknownProvider};
@@ -72,12 +74,33 @@ pub enum PaymentError {
     /// with the same key; the item keeps its key until reconciliation says otherwise.
     #[error("outcome unknown: {reason}")]
     OutcomeUnknown { reason: String },
+    /// The PSP may or may not have made the transfer, and the same key can no longer tell: it
+    /// stored an error under the key (Stripe replays a stored 5xx for 24 h). Do not send the key
+    /// again; look the transfer up by reference ([`PaymentAdapter::find_transfer`]) once the PSP
+    /// has settled, and move to the next key generation only if it is certainly absent.
+    #[error("outcome unknown, reconciliation needed: {reason}")]
+    NeedsReconciliation { reason: String },
 }
+
+/// The `code` of a [`PaymentError::Rejected`] meaning "this key was first used with other
+/// parameters": the PSP did not run this request, but may have made a transfer under the key.
+pub const IDEMPOTENCY_ERROR_CODE: &str = "idempotency_error";
 
 impl PaymentError {
     /// Whether the item should be retried by a later run (as opposed to marked `failed`).
     pub fn is_retryable(&self) -> bool {
         !matches!(self, PaymentError::Rejected { .. })
+    }
+
+    /// Whether the current key can no longer say what happened, so the transfer must be looked
+    /// up by reference before anything is paid again: a stored 5xx, or an idempotency error
+    /// (the key was used before with other parameters, perhaps making a transfer).
+    pub fn requires_reconciliation(&self) -> bool {
+        match self {
+            PaymentError::NeedsReconciliation { .. } => true,
+            PaymentError::Rejected { code, .. } => code == IDEMPOTENCY_ERROR_CODE,
+            _ => false,
+        }
     }
 }
 
@@ -95,6 +118,39 @@ pub trait PaymentAdapter: Send + Sync {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError>;
+
+    /// Looks up the transfer made for `request`'s item under any key generation, by the
+    /// reference the adapter sent with it (batch and item ids), for reconciliation.
+    /// `Ok(None)` only when the PSP answered completely and no such transfer exists; any doubt
+    /// is an error, so a failed lookup never leads to a second payment. The receipt has
+    /// `replayed: true`. The default knows no lookup: reconciliation then waits for a human.
+    async fn find_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Option<TransferReceipt>, PaymentError> {
+        Err(PaymentError::Transient {
+            reason: format!(
+                "provider {} cannot look transfers up by reference; reconcile item {} of batch {} by hand",
+                self.provider(),
+                request.item_id,
+                request.batch_id
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// How long after its first use an idempotency key can still be trusted to replay; past
+    /// it, an item whose earlier outcome is unknown is reconciled before its key is sent again.
+    /// `None`: the PSP keeps keys forever.
+    fn key_reuse_window(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long after the last call under a key to wait before a lookup by reference is
+    /// trusted to show every transfer that call could have made.
+    fn reconciliation_settle_delay(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Verifies a webhook request (raw body and headers, as received) with this PSP's scheme
     /// and secret, and normalizes its event. `now_secs` is the Unix time to check freshness against.

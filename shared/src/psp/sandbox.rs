@@ -243,6 +243,25 @@ impl PaymentAdapter for SandboxPsp {
         }
     }
 
+    /// Searches the ledger by batch and item, whatever key the transfer was made under.
+    async fn find_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Option<TransferReceipt>, PaymentError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let ledger = self.ledger.lock().expect("sandbox ledger poisoned");
+        Ok(ledger
+            .transfers
+            .iter()
+            .find(|t| t.batch_id == request.batch_id && t.item_id == request.item_id)
+            .map(|t| TransferReceipt {
+                provider_payout_id: t.id.clone(),
+                replayed: true,
+            }))
+    }
+
     fn verify_webhook(
         &self,
         body: &[u8],
@@ -296,6 +315,16 @@ mod tests {
             2,
             "a new key generation is a new transfer"
         );
+    }
+
+    #[tokio::test]
+    async fn finds_an_items_transfer_by_reference() {
+        let psp = SandboxPsp::new(Duration::ZERO);
+        assert_eq!(psp.find_transfer(&request(0, 100)).await, Ok(None));
+        let made = psp.submit_transfer(&request(0, 100)).await.unwrap();
+        let found = psp.find_transfer(&request(3, 100)).await.unwrap().unwrap();
+        assert_eq!(found.provider_payout_id, made.provider_payout_id);
+        assert!(found.replayed);
     }
 
     #[tokio::test]

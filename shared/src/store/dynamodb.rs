@@ -1,7 +1,7 @@
 //! The DynamoDB store: the key format of DESIGN.md, decoding of records, paginated reads, bulk
 //! settings reads, and one conditional write per item transition.
 
-use super::{StoreError, rfc3339_from_ms};
+use super::{StoreError, ms_from_rfc3339, rfc3339_from_ms};
 use crate::domain::{AttemptState, ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -38,6 +38,12 @@ pub mod attr {
     pub const KEY_GENERATION: &str = "keyGeneration";
     /// Added by the executor: RFC 3339 time of the last transition.
     pub const UPDATED_AT: &str = "updatedAt";
+    /// Added by the executor: epoch milliseconds at which the current key generation was first
+    /// sent to the PSP (written by the claim that first uses it, and by a generation move).
+    pub const KEY_FIRST_USED_AT: &str = "keyFirstUsedAt";
+    /// Added by the executor: epoch milliseconds at which the PSP stored an unknown outcome
+    /// under the current key; present until reconciliation resolves it.
+    pub const RECONCILE_SINCE: &str = "reconcileSince";
 }
 
 /// The key format of DESIGN.md: one place builds every key.
@@ -274,7 +280,9 @@ impl PayoutStore {
 
     /// Takes `item` for a new attempt, as it was read: a compare-and-swap on status and attempt
     /// (and, for an item left `submitting`, an expired lease). A `failed` item moves to the next
-    /// key generation, since the PSP stored its rejection under the old key.
+    /// key generation, since the PSP stored its rejection under the old key, unless its outcome
+    /// awaits reconciliation (`reconcileSince`): then the lookup decides. The claim that first
+    /// uses a key generation records when (`keyFirstUsedAt`).
     pub async fn claim(
         &self,
         item: &PayoutItem,
@@ -282,11 +290,13 @@ impl PayoutStore {
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
         let seen = item.attempt;
+        let next_generation =
+            item.status == ItemStatus::Failed && seen.reconcile_since_ms.is_none();
         let claim = Claim {
             batch_id: item.batch_id.clone(),
             item_id: item.item_id.clone(),
             attempt: seen.attempt + 1,
-            key_generation: seen.key_generation + u32::from(item.status == ItemStatus::Failed),
+            key_generation: seen.key_generation + u32::from(next_generation),
             lease_until_ms: now_ms + lease.as_millis() as u64,
         };
         let mut condition = String::from("#status = :seen_status AND ");
@@ -298,11 +308,20 @@ impl PayoutStore {
         if item.status == ItemStatus::Submitting {
             condition.push_str(" AND (attribute_not_exists(#lease) OR #lease < :now_ms)");
         }
+        let mut update = String::from(
+            "SET #status = :submitting, #attempt = :attempt, #lease = :lease, #gen = :gen, #updated = :now",
+        );
+        if next_generation {
+            condition.push_str(" AND attribute_not_exists(#rsince)");
+            update.push_str(", #kfu = :now_ms");
+        } else if item.status != ItemStatus::Submitting {
+            // A `submitting` item's key was used by an earlier attempt: its first use stays.
+            update.push_str(", #kfu = if_not_exists(#kfu, :now_ms)");
+        }
+        update.push_str(" REMOVE #reason");
         let result = self
             .update_item(&item.batch_id, &item.item_id)
-            .update_expression(
-                "SET #status = :submitting, #attempt = :attempt, #lease = :lease, #gen = :gen, #updated = :now REMOVE #reason",
-            )
+            .update_expression(update)
             .condition_expression(condition)
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#attempt", attr::ATTEMPT)
@@ -316,9 +335,16 @@ impl PayoutStore {
             .expression_attribute_values(":attempt", n(claim.attempt))
             .expression_attribute_values(":lease", n(claim.lease_until_ms))
             .expression_attribute_values(":gen", n(claim.key_generation))
-            .expression_attribute_values(":now", s(rfc3339_from_ms(now_ms)));
-        let result = if item.status == ItemStatus::Submitting {
-            result.expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":now", s(rfc3339_from_ms(now_ms)))
+            // Used by the lease condition (`submitting`) or by `keyFirstUsedAt` (otherwise).
+            .expression_attribute_values(":now_ms", n(now_ms));
+        let result = if item.status != ItemStatus::Submitting {
+            result.expression_attribute_names("#kfu", attr::KEY_FIRST_USED_AT)
+        } else {
+            result
+        };
+        let result = if next_generation {
+            result.expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
         } else {
             result
         };
@@ -338,10 +364,11 @@ impl PayoutStore {
         let request = self
             .fenced_update(claim, now_ms)
             .update_expression(
-                "SET #status = :to, #ppid = :ppid, #updated = :now REMOVE #lease, #reason",
+                "SET #status = :to, #ppid = :ppid, #updated = :now REMOVE #lease, #reason, #rsince",
             )
             .expression_attribute_names("#ppid", attr::PROVIDER_PAYOUT_ID)
             .expression_attribute_names("#reason", attr::FAILURE_REASON)
+            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
             .expression_attribute_values(":to", status(ItemStatus::Processing))
             .expression_attribute_values(":ppid", s(provider_payout_id));
         conditional(request.send().await)
@@ -357,12 +384,86 @@ impl PayoutStore {
         let request = self
             .fenced_update(claim, now_ms)
             .update_expression(
-                "SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease",
+                "SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease, #rsince",
             )
             .expression_attribute_names("#reason", attr::FAILURE_REASON)
+            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
             .expression_attribute_values(":to", status(ItemStatus::Failed))
             .expression_attribute_values(":reason", s(reason));
         conditional(request.send().await)
+    }
+
+    /// `submitting` → `failed` with the PSP's reason, marked for reconciliation
+    /// (`reconcileSince`), if the claim is still the item's: for a refusal that leaves the key's
+    /// earlier outcome unknown (an idempotency error). The next attempt looks the transfer up
+    /// instead of moving to a new key.
+    pub async fn record_rejected_unreconciled(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let request = self
+            .fenced_update(claim, now_ms)
+            .update_expression(
+                "SET #status = :to, #reason = :reason, #updated = :now, #rsince = :now_ms REMOVE #lease",
+            )
+            .expression_attribute_names("#reason", attr::FAILURE_REASON)
+            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
+            .expression_attribute_values(":to", status(ItemStatus::Failed))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now_ms", n(now_ms));
+        conditional(request.send().await)
+    }
+
+    /// Like [`release`](Self::release), and marks the item for reconciliation
+    /// (`reconcileSince`): the PSP stored an unknown outcome (a 5xx) under the current key, so
+    /// the next attempt looks the transfer up instead of resending the key.
+    pub async fn release_for_reconciliation(
+        &self,
+        claim: &Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let request = self
+            .fenced_update(claim, now_ms)
+            .update_expression("SET #updated = :now, #rsince = :now_ms REMOVE #lease")
+            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
+            .expression_attribute_values(":now_ms", n(now_ms));
+        conditional(request.send().await)
+    }
+
+    /// Moves a claimed item to the next key generation once reconciliation has shown the
+    /// current key made no transfer: fenced on the claim (still `submitting` under this
+    /// attempt) and on the generation it expects to leave, so two workers can never both move
+    /// to a new key. Written before the new key is used; clears `reconcileSince` and starts the
+    /// new key's `keyFirstUsedAt`. On `Applied`, `claim.key_generation` is the new generation.
+    pub async fn advance_key_generation(
+        &self,
+        claim: &mut Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let next = claim.key_generation + 1;
+        let request = self
+            .update_item(&claim.batch_id, &claim.item_id)
+            .condition_expression("#status = :submitting AND #attempt = :mine AND #gen = :expected")
+            .update_expression("SET #gen = :next, #kfu = :now_ms, #updated = :now REMOVE #rsince")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#attempt", attr::ATTEMPT)
+            .expression_attribute_names("#gen", attr::KEY_GENERATION)
+            .expression_attribute_names("#kfu", attr::KEY_FIRST_USED_AT)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
+            .expression_attribute_values(":submitting", status(ItemStatus::Submitting))
+            .expression_attribute_values(":mine", n(claim.attempt))
+            .expression_attribute_values(":expected", n(claim.key_generation))
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":now", s(rfc3339_from_ms(now_ms)));
+        let outcome = conditional(request.send().await)?;
+        if outcome == TransitionOutcome::Applied {
+            claim.key_generation = next;
+        }
+        Ok(outcome)
     }
 
     /// Ends the claim's lease early (retryable error, unknown outcome): the item stays
@@ -485,6 +586,9 @@ pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreE
             attempt: get_n(record, attr::ATTEMPT).unwrap_or(0),
             lease_until_ms: get_n(record, attr::LEASE_UNTIL),
             key_generation: get_n(record, attr::KEY_GENERATION).unwrap_or(0),
+            key_first_used_ms: get_n(record, attr::KEY_FIRST_USED_AT),
+            reconcile_since_ms: get_n(record, attr::RECONCILE_SINCE),
+            updated_ms: get_s(record, attr::UPDATED_AT).and_then(ms_from_rfc3339),
         },
     })
 }

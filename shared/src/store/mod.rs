@@ -6,7 +6,7 @@ pub mod settlement;
 mod time;
 
 pub use dynamodb::{Claim, ClaimOutcome, PayoutStore, TransitionOutcome};
-pub use time::{now_ms, rfc3339_from_ms};
+pub use time::{ms_from_rfc3339, now_ms, rfc3339_from_ms};
 
 /// A DynamoDB call failed, or a record cannot be read as DESIGN.md defines it.
 #[derive(Debug, thiserror::Error)]

@@ -34,8 +34,62 @@ pub fn rfc3339_from_ms(ms: u64) -> String {
     )
 }
 
+/// Parses the RFC 3339 UTC times this crate writes (`2026-11-25T11:30:00.123Z`, fraction
+/// optional) back to epoch milliseconds; `None` for anything else.
+pub fn ms_from_rfc3339(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut time_parts = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hour, minute, second) = (
+        time_parts.next()??,
+        time_parts.next()??,
+        time_parts.next()??,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let millis = format!("{fraction:0<3}").get(..3)?.parse::<u64>().ok()?;
+    // Days-from-civil (Howard Hinnant's algorithm).
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000) + millis)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_what_it_formats() {
+        for ms in [0, 951_782_400_000, 1_795_606_200_123, 1_709_251_199_999] {
+            assert_eq!(
+                super::ms_from_rfc3339(&super::rfc3339_from_ms(ms)),
+                Some(ms)
+            );
+        }
+        assert_eq!(
+            super::ms_from_rfc3339("2026-11-25T09:00:00Z"),
+            Some(1_795_597_200_000)
+        );
+        assert_eq!(super::ms_from_rfc3339("2026-11-25 09:00:00"), None);
+        assert_eq!(super::ms_from_rfc3339("2026-13-25T09:00:00Z"), None);
+    }
+
     #[test]
     fn formats_rfc3339() {
         assert_eq!(super::rfc3339_from_ms(0), "1970-01-01T00:00:00.000Z");
