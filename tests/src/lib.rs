@@ -244,7 +244,11 @@ impl TestEnv {
 
     /// The decoded item.
     pub async fn item(&self, batch_id: &str, item_id: &str) -> PayoutItem {
-        self.store.get_item(batch_id, item_id).await.expect("GetItem").expect("item exists")
+        self.store
+            .get_item(batch_id, item_id)
+            .await
+            .expect("GetItem")
+            .expect("item exists")
     }
 
     /// Every item of the batch, through the store's own pagination.
