@@ -691,16 +691,9 @@ fn classify(
     }
 }
 
-/// Builds the adapters a deployment pays through, from the environment. Panics on invalid
-/// PSP settings (see [`try_adapters_from_env`]): a deployment must not start without an adapter
-/// it was configured for.
-pub fn adapters_from_env() -> PaymentAdapterFactory {
-    try_adapters_from_env().unwrap_or_else(|err| panic!("invalid PSP settings: {err}"))
-}
-
 /// Builds the adapters a deployment pays through, from the environment: the sandbox when
 /// `SANDBOX_PSP_ENABLED`, Stripe when `STRIPE_SECRET_KEY` is set (see the README).
-pub fn try_adapters_from_env() -> Result<PaymentAdapterFactory, ConfigError> {
+pub fn adapters_from_env() -> Result<PaymentAdapterFactory, ConfigError> {
     let mut factory = PaymentAdapterFactory::new();
     if env_value("SANDBOX_PSP_ENABLED").is_some_and(|v| v == "true" || v == "1") {
         let latency = env_value("SANDBOX_PSP_LATENCY_MS")

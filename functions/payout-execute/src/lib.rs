@@ -8,8 +8,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use continuation::JobQueue;
 use futures_util::future::join_all;
 use payouts_shared::executor::{
-    BatchSummary, ConfigError, Executor, ExecutorConfig, env_required, env_value,
-    try_adapters_from_env,
+    BatchSummary, ConfigError, Executor, ExecutorConfig, adapters_from_env, env_required, env_value,
 };
 use payouts_shared::job::PayoutJob;
 use payouts_shared::store::PayoutStore;
@@ -34,7 +33,7 @@ impl App {
             env_required("PAYOUTS_TABLE")?,
             env_required("USER_SETTINGS_TABLE")?,
         );
-        let executor = Executor::new(store, try_adapters_from_env()?, ExecutorConfig::from_env()?);
+        let executor = Executor::new(store, adapters_from_env()?, ExecutorConfig::from_env()?);
         let continuation = env_value("PAYOUT_JOBS_QUEUE_URL").map(|url| {
             Arc::new(continuation::SqsJobQueue::new(
                 aws_sdk_sqs::Client::new(&aws),

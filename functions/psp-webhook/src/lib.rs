@@ -30,7 +30,7 @@ impl WebhookApp {
         let store = PayoutStore::new(client, env_required("PAYOUTS_TABLE")?, "");
         Ok(WebhookApp {
             store,
-            adapters: adapters_from_env(),
+            adapters: adapters_from_env()?,
         })
     }
 }
