@@ -3,8 +3,14 @@
 # DynamoDB-compatible server (dynoxide, in-process, 127.0.0.1:0), so nothing else is needed.
 # Set AWS_ENDPOINT_URL_DYNAMODB (and credentials) to run the same tests against DynamoDB Local
 # or a real AWS account instead.
+# Before the cargo tests: the SAM template checks (scripts/check-template.sh), and moto's SQS
+# server for the operator CLI's tests; both install from PyPI into .tools/venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/check-template.sh
+source scripts/tools.sh
+ensure_moto
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
