@@ -3,17 +3,16 @@
 //! ```text
 //! payouts-local serve [--port N]      run a DynamoDB-compatible server on 127.0.0.1 (default 8000)
 //! payouts-local setup [--seed FILE]   create the tables (and load seed data) at the configured endpoint
-//! payouts-local show BATCH_ID         print each item of a batch with its status and reason
 //! ```
-//! `setup` and `show` reach DynamoDB through the standard AWS variables
+//! `setup` reaches DynamoDB through the standard AWS variables
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION`, credentials); table names come from
 //! `PAYOUTS_TABLE` / `USER_SETTINGS_TABLE`, else the local names of `infra/tables.json`.
+//! A batch's item statuses: `payouts-ops status --items BATCH_ID` (the operator CLI, `ops/`).
 
 use payouts_local::{emulator::LocalDynamoDb, seed, tables};
-use payouts_shared::store::PayoutStore;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] | show BATCH_ID";
+const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,7 +30,6 @@ async fn main() -> ExitCode {
         },
         ["setup"] => setup(None).await,
         ["setup", "--seed", file] => setup(Some(file)).await,
-        ["show", batch_id] => show(batch_id).await,
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -78,47 +76,4 @@ async fn setup(seed_file: Option<&str>) -> Result<(), String> {
         println!("seeded {written} records from {file}");
     }
     Ok(())
-}
-
-async fn show(batch_id: &str) -> Result<(), String> {
-    let names: Vec<String> = tables::definitions()
-        .iter()
-        .map(|d| d.name_from_env())
-        .collect();
-    let store = PayoutStore::new(client().await, &names[0], &names[1]);
-    let batch = store
-        .get_batch(batch_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("batch {batch_id:?} does not exist"))?;
-    println!(
-        "batch {} provider={} currency={}",
-        batch.batch_id, batch.provider, batch.currency
-    );
-    let mut start = None;
-    loop {
-        let page = store
-            .query_items_page(batch_id, start, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        for item in page.items {
-            match item {
-                Ok(item) => println!(
-                    "  {:<14} {:<22} {:>10}  {:<12} {}",
-                    item.item_id,
-                    item.user_id,
-                    item.net_amount,
-                    item.status,
-                    item.provider_payout_id
-                        .or(item.failure_reason)
-                        .unwrap_or_default()
-                ),
-                Err(err) => println!("  unreadable item: {err}"),
-            }
-        }
-        match page.next {
-            Some(next) => start = Some(next),
-            None => return Ok(()),
-        }
-    }
 }
