@@ -297,11 +297,18 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
         json!({"Ref": "AWS::NoValue"}),
         "unset when the condition is false"
     );
-    let condition = template["Conditions"]["HasSandboxWebhookSecret"].to_string();
-    assert!(
-        condition.contains("IsProd"),
-        "never set in prod: {condition}"
-    );
+    for condition in ["HasSandboxWebhookSecret", "SandboxPspOn"] {
+        let text = template["Conditions"][condition].to_string();
+        assert!(
+            text.contains("IsProd"),
+            "{condition}: never in prod: {text}"
+        );
+    }
+    for function in ["PayoutExecuteFunction", "PspWebhookFunction"] {
+        let sandbox = &props(&template, function)["Environment"]["Variables"]["SANDBOX_PSP_ENABLED"]
+            ["Fn::If"];
+        assert_eq!(sandbox[0], "SandboxPspOn", "{function}");
+    }
     for (parameter, _) in template["Parameters"].as_object().unwrap() {
         let lower = parameter.to_lowercase();
         assert!(
