@@ -186,15 +186,15 @@ impl fmt::Display for BatchStatus {
             writeln!(f, "  {:<12} {n:>8}", status.as_str())?;
         }
         let line = |f: &mut fmt::Formatter<'_>, item: &ItemLine| {
-            writeln!(
-                f,
+            let text = format!(
                 "  {:<14} {:<22} {:>10}  {:<12} {}",
                 item.item_id,
                 item.user_id,
                 item.net_amount,
                 item.status.as_str(),
                 item.detail.as_deref().unwrap_or("")
-            )
+            );
+            writeln!(f, "{}", text.trim_end())
         };
         if let Some(items) = &self.items {
             writeln!(f, "items:")?;
