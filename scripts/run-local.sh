@@ -21,7 +21,7 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 echo "== building (first run compiles the workspace; later runs are quick)"
-cargo build --quiet -p payouts-local -p payout-execute -p psp-webhook
+cargo build --quiet -p payouts-local -p payouts-ops -p payout-execute -p psp-webhook
 
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DB_PORT"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
@@ -52,4 +52,4 @@ curl -sS -X POST "http://127.0.0.1:$INVOKE_PORT/lambda-url/psp-webhook/webhooks/
     -H "content-type: application/json" -H "Stripe-Signature: $signature" --data-binary @"$LOG_DIR/event.json"
 echo
 echo "== final item statuses"
-target/debug/payouts-local show b-sample-0001
+target/debug/payouts-ops status --items b-sample-0001

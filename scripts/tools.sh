@@ -24,3 +24,26 @@ ensure_test_python() {
     fi
     export PAYOUTS_TEST_PYTHON="$TOOLS_VENV/bin/python"
 }
+
+# aws-sam-cli (pinned) and the cfn-lint it depends on, for the template checks.
+SAM_CLI_VERSION=1.170.0
+ensure_sam() {
+    if ! "$TOOLS_VENV/bin/sam" --version 2>/dev/null | grep -qF "$SAM_CLI_VERSION" \
+        || [ ! -x "$TOOLS_VENV/bin/cfn-lint" ]; then
+        echo "installing aws-sam-cli $SAM_CLI_VERSION (with cfn-lint) into .tools/venv (PyPI)…" >&2
+        [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV"
+        "$TOOLS_VENV/bin/pip" install --quiet "aws-sam-cli==$SAM_CLI_VERSION"
+    fi
+    export PATH="$TOOLS_VENV/bin:$PATH"
+}
+
+# moto's server (pinned): the SQS API for the operator CLI's tests (tests/tests/ops_cli.rs).
+MOTO_VERSION=5.1.18
+ensure_moto() {
+    if [ ! -x "$TOOLS_VENV/bin/moto_server" ]; then
+        echo "installing moto[server] $MOTO_VERSION into .tools/venv (PyPI)…" >&2
+        [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV"
+        "$TOOLS_VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+    fi
+    export MOTO_SERVER="$TOOLS_VENV/bin/moto_server"
+}

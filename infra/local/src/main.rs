@@ -3,22 +3,22 @@
 //! ```text
 //! payouts-local serve [--port N]      run a DynamoDB-compatible server on 127.0.0.1 (default 8000)
 //! payouts-local setup [--seed FILE]   create the tables (and load seed data) at the configured endpoint
-//! payouts-local show BATCH_ID         print each item of a batch with its status and reason
 //! payouts-local sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE
 //!                                     write the sandbox PSP's event for the item's transfer to
 //!                                     BODY_FILE and print its Stripe-Signature header, signed now
 //!                                     with SANDBOX_WEBHOOK_SECRET
 //! ```
-//! `setup` and `show` reach DynamoDB through the standard AWS variables
+//! `setup` reaches DynamoDB through the standard AWS variables
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION`, credentials); table names come from
 //! `PAYOUTS_TABLE` / `USER_SETTINGS_TABLE`, else the local names of `infra/tables.json`.
+//! A batch's item statuses: `payouts-ops status --items BATCH_ID` (the operator CLI, `ops/`).
 
 use payouts_local::{emulator::LocalDynamoDb, seed, tables};
 use payouts_shared::psp::webhook;
 use payouts_shared::store::PayoutStore;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] | show BATCH_ID \
+const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] \
                      | sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE";
 
 #[tokio::main]
@@ -37,7 +37,6 @@ async fn main() -> ExitCode {
         },
         ["setup"] => setup(None).await,
         ["setup", "--seed", file] => setup(Some(file)).await,
-        ["show", batch_id] => show(batch_id).await,
         ["sign-webhook", batch_id, item_id, event_type, body_file] => {
             sign_webhook(batch_id, item_id, event_type, body_file).await
         }
@@ -130,43 +129,4 @@ async fn sign_webhook(
         webhook::signature_header(&secret, now_secs, body.as_bytes())
     );
     Ok(())
-}
-
-async fn show(batch_id: &str) -> Result<(), String> {
-    let store = store().await;
-    let batch = store
-        .get_batch(batch_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("batch {batch_id:?} does not exist"))?;
-    println!(
-        "batch {} provider={} currency={}",
-        batch.batch_id, batch.provider, batch.currency
-    );
-    let mut start = None;
-    loop {
-        let page = store
-            .query_items_page(batch_id, start, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        for item in page.items {
-            match item {
-                Ok(item) => println!(
-                    "  {:<14} {:<22} {:>10}  {:<12} {}",
-                    item.item_id,
-                    item.user_id,
-                    item.net_amount,
-                    item.status,
-                    item.provider_payout_id
-                        .or(item.failure_reason)
-                        .unwrap_or_default()
-                ),
-                Err(err) => println!("  unreadable item: {err}"),
-            }
-        }
-        match page.next {
-            Some(next) => start = Some(next),
-            None => return Ok(()),
-        }
-    }
 }

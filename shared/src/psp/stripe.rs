@@ -124,12 +124,15 @@ impl StripeConfig {
         }
     }
 
-    /// The settings from the environment; `None` when `STRIPE_SECRET_KEY` is not set.
+    /// The settings from the environment; `None` when neither `STRIPE_SECRET_KEY` nor
+    /// `STRIPE_WEBHOOK_SECRET` is set. The webhook function gets only the webhook secret (least
+    /// privilege): its adapter verifies events and refuses to pay.
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let Some(secret_key) = env_value("STRIPE_SECRET_KEY") else {
+        let secret_key = env_value("STRIPE_SECRET_KEY");
+        if secret_key.is_none() && env_value("STRIPE_WEBHOOK_SECRET").is_none() {
             return Ok(None);
-        };
-        let mut config = StripeConfig::new(secret_key.trim());
+        }
+        let mut config = StripeConfig::new(secret_key.unwrap_or_default().trim());
         if let Some(base) = env_value("STRIPE_API_BASE") {
             config.api_base = base.trim().to_owned();
         }
@@ -160,7 +163,8 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// request pacer are per adapter.
 pub struct StripeAdapter {
     api_base: String,
-    authorization: HeaderValue,
+    /// `None` in a verify-only adapter (no `STRIPE_SECRET_KEY`): it refuses to call the API.
+    authorization: Option<HeaderValue>,
     webhook_secrets: Vec<String>,
     request_timeout: Duration,
     settle_delay: Duration,
@@ -211,18 +215,20 @@ impl StripeAdapter {
             }
         };
         let secret_key = config.secret_key.trim();
-        if secret_key.is_empty() {
-            return Err(ConfigError::Missing("STRIPE_SECRET_KEY"));
-        }
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {secret_key}")).map_err(|_| {
-                ConfigError::Invalid {
-                    name: "STRIPE_SECRET_KEY",
-                    value: "<redacted>".to_owned(),
-                    expected: "printable ASCII (an sk_… or rk_… key)",
-                }
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = if secret_key.is_empty() {
+            None
+        } else {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {secret_key}")).map_err(|_| {
+                    ConfigError::Invalid {
+                        name: "STRIPE_SECRET_KEY",
+                        value: "<redacted>".to_owned(),
+                        expected: "printable ASCII (an sk_… or rk_… key)",
+                    }
+                })?;
+            value.set_sensitive(true);
+            Some(value)
+        };
 
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -260,9 +266,26 @@ impl StripeAdapter {
         })
     }
 
-    /// The adapter from the environment; `None` when `STRIPE_SECRET_KEY` is not set.
+    /// The adapter from the environment; `None` when no Stripe setting is set.
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
         StripeConfig::from_env()?.map(Self::new).transpose()
+    }
+
+    /// A verify-only adapter (webhook function) must never reach the API: nothing is sent and
+    /// the item stays retryable, since the fix is configuration, not the payout.
+    fn require_secret_key(&self) -> Result<(), PaymentError> {
+        match self.authorization {
+            Some(_) => Ok(()),
+            None => {
+                tracing::error!(
+                    "STRIPE_SECRET_KEY is not set in this function: Stripe calls are refused"
+                );
+                Err(PaymentError::Transient {
+                    reason: "STRIPE_SECRET_KEY is not configured".into(),
+                    retry_after: None,
+                })
+            }
+        }
     }
 
     /// One paced, time-bounded HTTP exchange. `Err` means no complete answer arrived (the
@@ -274,11 +297,15 @@ impl StripeAdapter {
         form: Option<String>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer, String> {
+        let authorization = self
+            .authorization
+            .clone()
+            .ok_or_else(|| "STRIPE_SECRET_KEY is not configured".to_owned())?;
         self.limiter.acquire().await;
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{path_and_query}", self.api_base))
-            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::AUTHORIZATION, authorization)
             .header("stripe-version", STRIPE_API_VERSION)
             .header(header::USER_AGENT, USER_AGENT)
             .header(header::ACCEPT, "application/json");
@@ -343,6 +370,7 @@ impl PaymentAdapter for StripeAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError> {
+        self.require_secret_key()?;
         let key = request.idempotency_key.as_str();
         let answer = self
             .send(
@@ -394,6 +422,7 @@ impl PaymentAdapter for StripeAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<Option<TransferReceipt>, PaymentError> {
+        self.require_secret_key()?;
         let group = transfer_group(&request.batch_id, &request.item_id);
         let mut found = Vec::new();
         let mut starting_after: Option<String> = None;
@@ -795,6 +824,33 @@ mod tests {
         let adapter = StripeAdapter::new(config).unwrap();
         assert_eq!(adapter.api_base, "http://127.0.0.1:12111");
         assert!(!format!("{adapter:?}").contains("secret_value"));
+    }
+
+    #[tokio::test]
+    async fn a_verify_only_adapter_verifies_webhooks_and_refuses_to_pay() {
+        let mut config = StripeConfig::new("");
+        config.api_base = "http://127.0.0.1:1".into();
+        config.webhook_secrets = vec!["whsec_only".into()];
+        let adapter = StripeAdapter::new(config).unwrap();
+        let body = br#"{"id":"evt_1","type":"payout.paid","data":{"object":{"object":"payout"}}}"#;
+        let mut headers = HeaderMap::new();
+        let signature = webhook::signature_header("whsec_only", 1_000, body);
+        headers.insert("Stripe-Signature", signature.parse().unwrap());
+        assert!(adapter.verify_webhook(body, &headers, 1_000).is_ok());
+        let request = TransferRequest {
+            idempotency_key: crate::psp::IdempotencyKey::for_item("b", "i", 0),
+            batch_id: "b".into(),
+            item_id: "i".into(),
+            destination: "acct_1".into(),
+            amount_minor: 100,
+            currency: "USD".into(),
+        };
+        let refused = adapter.submit_transfer(&request).await.unwrap_err();
+        assert!(
+            matches!(refused, PaymentError::Transient { ref reason, .. } if reason.contains("STRIPE_SECRET_KEY")),
+            "{refused:?}"
+        );
+        assert!(adapter.find_transfer(&request).await.is_err());
     }
 
     #[test]

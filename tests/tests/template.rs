@@ -1,0 +1,444 @@
+//! Checks `template.yaml` (the SAM template) against the project's contracts: the tables of
+//! `infra/tables.json`, least-privilege IAM per function, the SQS visibility-timeout rule and
+//! the DLQ redrive. The template uses long-form intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`), so
+//! a plain YAML parser reads it; a short-form tag (`!Ref`) fails this test on purpose.
+
+use payouts_local::tables::{TableDefinition, definitions};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+fn template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("read template.yaml");
+    serde_yaml_ng::from_str(&text).expect("template.yaml is plain YAML (long-form intrinsics only)")
+}
+
+fn resource<'t>(template: &'t Value, logical_id: &str) -> &'t Value {
+    template
+        .pointer(&format!("/Resources/{logical_id}"))
+        .unwrap_or_else(|| panic!("template has no resource {logical_id}"))
+}
+
+fn props<'t>(template: &'t Value, logical_id: &str) -> &'t Value {
+    &resource(template, logical_id)["Properties"]
+}
+
+/// `Fn::GetAtt: [X, Arn]` → `X.Arn`, `Ref: X` → `X`, `Fn::Sub: "s"` → `s`, strings as they are.
+fn name(value: &Value) -> String {
+    if let Some(s) = value.as_str() {
+        return s.to_owned();
+    }
+    if let Some([resource, attribute]) = value["Fn::GetAtt"].as_array().map(Vec::as_slice) {
+        return format!(
+            "{}.{}",
+            resource.as_str().unwrap(),
+            attribute.as_str().unwrap()
+        );
+    }
+    if let Some(s) = value["Ref"].as_str() {
+        return s.to_owned();
+    }
+    if let Some(s) = value["Fn::Sub"].as_str() {
+        return s.to_owned();
+    }
+    panic!("unexpected intrinsic {value}")
+}
+
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(values) => values.iter().collect(),
+        other => vec![other],
+    }
+}
+
+// ------------------------------------------------------------------------------------- tables
+
+fn keys(keys: &[payouts_local::tables::KeyDef]) -> Value {
+    keys.iter()
+        .map(|k| json!({"AttributeName": k.attribute_name, "KeyType": k.key_type}))
+        .collect()
+}
+
+fn expected_table(definition: &TableDefinition) -> Value {
+    let attributes: BTreeSet<(String, String)> = definition
+        .attribute_definitions
+        .iter()
+        .map(|a| (a.attribute_name.clone(), a.attribute_type.clone()))
+        .collect();
+    let indexes: Vec<Value> = definition
+        .global_secondary_indexes
+        .iter()
+        .map(|i| {
+            json!({
+                "IndexName": i.index_name,
+                "KeySchema": keys(&i.key_schema),
+                "Projection": {"ProjectionType": i.projection.projection_type},
+            })
+        })
+        .collect();
+    json!({
+        "attributes": attributes,
+        "keys": keys(&definition.key_schema),
+        "indexes": indexes,
+        "ttl": definition.time_to_live_attribute
+            .as_ref()
+            .map(|a| json!({"AttributeName": a, "Enabled": true})),
+    })
+}
+
+fn declared_table(properties: &Value) -> Value {
+    let attributes: BTreeSet<(String, String)> = properties["AttributeDefinitions"]
+        .as_array()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap().to_owned(),
+                a["AttributeType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    json!({
+        "attributes": attributes,
+        "keys": properties["KeySchema"],
+        "indexes": properties.get("GlobalSecondaryIndexes").cloned().unwrap_or(json!([])),
+        "ttl": properties.get("TimeToLiveSpecification"),
+    })
+}
+
+#[test]
+fn tables_match_the_shared_definition() {
+    let template = template();
+    let definitions = definitions();
+    assert_eq!(definitions.len(), 2);
+    for definition in &definitions {
+        let table = resource(&template, &definition.logical_id);
+        assert_eq!(
+            table["Type"], "AWS::DynamoDB::Table",
+            "{}",
+            definition.logical_id
+        );
+        let properties = &table["Properties"];
+        assert_eq!(
+            declared_table(properties),
+            expected_table(definition),
+            "{} differs from infra/tables.json",
+            definition.logical_id
+        );
+        assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
+        assert_eq!(
+            properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
+            "{}: point-in-time recovery",
+            definition.logical_id
+        );
+        assert!(
+            properties.get("TableName").is_none(),
+            "CloudFormation names the tables; the functions get them through the environment"
+        );
+    }
+    let tables: Vec<&String> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::DynamoDB::Table")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        tables.len(),
+        definitions.len(),
+        "tables not in tables.json: {tables:?}"
+    );
+}
+
+#[test]
+fn functions_get_the_table_names_from_the_variables_of_the_shared_definition() {
+    let template = template();
+    for (function, tables) in [
+        (
+            "PayoutExecuteFunction",
+            vec!["PayoutsTable", "UserSettingsTable"],
+        ),
+        ("PspWebhookFunction", vec!["PayoutsTable"]),
+    ] {
+        let variables = &props(&template, function)["Environment"]["Variables"];
+        for definition in definitions() {
+            let value = variables.get(&definition.env_var);
+            if tables.contains(&definition.logical_id.as_str()) {
+                assert_eq!(
+                    value,
+                    Some(&json!({"Ref": definition.logical_id})),
+                    "{function}: {}",
+                    definition.env_var
+                );
+            } else {
+                assert_eq!(
+                    value, None,
+                    "{function} does not use {}",
+                    definition.env_var
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------- IAM
+
+/// Every (action, resource) pair the function's role allows.
+fn allowed(template: &Value, function: &str) -> BTreeSet<(String, String)> {
+    let function_props = props(template, function);
+    assert!(
+        function_props.get("Policies").is_none(),
+        "{function}: permissions live on its own role, not in SAM policy templates"
+    );
+    let role = name(&function_props["Role"]);
+    let role = role
+        .strip_suffix(".Arn")
+        .expect("Role: Fn::GetAtt [<role>, Arn]");
+    let role_props = props(template, role);
+    assert_eq!(resource(template, role)["Type"], "AWS::IAM::Role");
+    assert!(
+        role_props.get("ManagedPolicyArns").is_none(),
+        "{role}: no managed policies (they grant more than the function uses)"
+    );
+    let mut pairs = BTreeSet::new();
+    for policy in role_props["Policies"].as_array().expect("inline policies") {
+        for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
+            for action in one_or_many(&statement["Action"]) {
+                for resource in one_or_many(&statement["Resource"]) {
+                    pairs.insert((action.as_str().unwrap().to_owned(), name(resource)));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+fn pairs(expected: &[(&str, &[&str])]) -> BTreeSet<(String, String)> {
+    expected
+        .iter()
+        .flat_map(|(resource, actions)| {
+            actions
+                .iter()
+                .map(move |action| ((*action).to_owned(), (*resource).to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn payout_execute_may_do_only_what_it_does() {
+    let expected = pairs(&[
+        (
+            "PayoutsTable.Arn",
+            &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+        ),
+        ("UserSettingsTable.Arn", &["dynamodb:BatchGetItem"]),
+        (
+            "PayoutJobsQueue.Arn",
+            &[
+                "sqs:SendMessage",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            ],
+        ),
+        (
+            "PayoutExecuteLogGroup.Arn",
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+        ),
+    ]);
+    assert_eq!(allowed(&template(), "PayoutExecuteFunction"), expected);
+}
+
+#[test]
+fn psp_webhook_may_do_only_what_it_does() {
+    let expected = pairs(&[
+        (
+            "PayoutsTable.Arn",
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+            ],
+        ),
+        ("${PayoutsTable.Arn}/index/*", &["dynamodb:Query"]),
+        (
+            "PspWebhookLogGroup.Arn",
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+        ),
+    ]);
+    assert_eq!(allowed(&template(), "PspWebhookFunction"), expected);
+}
+
+#[test]
+fn secrets_come_from_secrets_manager_never_from_parameters() {
+    let template = template();
+    for (function, secrets) in [
+        ("PayoutExecuteFunction", vec!["STRIPE_SECRET_KEY"]),
+        ("PspWebhookFunction", vec!["STRIPE_WEBHOOK_SECRET"]),
+    ] {
+        let variables = &props(&template, function)["Environment"]["Variables"];
+        for secret in secrets {
+            let value = name(&variables[secret]);
+            assert!(
+                value.starts_with("{{resolve:secretsmanager:"),
+                "{function} {secret}: {value}"
+            );
+        }
+    }
+    let sandbox = &props(&template, "PspWebhookFunction")["Environment"]["Variables"]["SANDBOX_WEBHOOK_SECRET"]
+        ["Fn::If"];
+    assert_eq!(sandbox[0], "HasSandboxWebhookSecret");
+    assert_eq!(
+        sandbox[2],
+        json!({"Ref": "AWS::NoValue"}),
+        "unset when the condition is false"
+    );
+    for condition in ["HasSandboxWebhookSecret", "SandboxPspOn"] {
+        let text = template["Conditions"][condition].to_string();
+        assert!(
+            text.contains("IsProd"),
+            "{condition}: never in prod: {text}"
+        );
+    }
+    for function in ["PayoutExecuteFunction", "PspWebhookFunction"] {
+        let sandbox = &props(&template, function)["Environment"]["Variables"]["SANDBOX_PSP_ENABLED"]
+            ["Fn::If"];
+        assert_eq!(sandbox[0], "SandboxPspOn", "{function}");
+    }
+    for (parameter, _) in template["Parameters"].as_object().unwrap() {
+        let lower = parameter.to_lowercase();
+        assert!(
+            !(lower.contains("secret") || lower.contains("key")) || lower.ends_with("secretname"),
+            "parameter {parameter} looks like it holds a secret; pass a secret's name instead"
+        );
+    }
+}
+
+// -------------------------------------------------------------------------------- functions
+
+#[test]
+fn functions_are_rust_on_al2023_arm64() {
+    let template = template();
+    let globals = &template["Globals"]["Function"];
+    for (function, code) in [
+        ("PayoutExecuteFunction", "functions/payout-execute"),
+        ("PspWebhookFunction", "functions/psp-webhook"),
+    ] {
+        let r = resource(&template, function);
+        let p = &r["Properties"];
+        let setting = |key: &str| p.get(key).unwrap_or(&globals[key]).clone();
+        assert_eq!(r["Type"], "AWS::Serverless::Function");
+        assert_eq!(
+            r["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{function}"
+        );
+        assert_eq!(setting("Runtime"), "provided.al2023", "{function}");
+        assert_eq!(setting("Architectures"), json!(["arm64"]), "{function}");
+        assert_eq!(setting("Handler"), "bootstrap", "{function}");
+        assert_eq!(p["CodeUri"], code);
+        let variables = &p["Environment"]["Variables"];
+        assert_eq!(variables["AWS_LAMBDA_LOG_FORMAT"], "JSON", "{function}");
+        assert_eq!(
+            variables["AWS_LAMBDA_LOG_LEVEL"],
+            json!({"Ref": "LogLevel"})
+        );
+    }
+    let url = &props(&template, "PspWebhookFunction")["FunctionUrlConfig"];
+    assert_eq!(
+        url["AuthType"], "NONE",
+        "the PSP signature is the authentication"
+    );
+}
+
+#[test]
+fn the_jobs_queue_outlives_the_function_and_redrives_to_the_dlq() {
+    let template = template();
+    let function = props(&template, "PayoutExecuteFunction");
+    let timeout = function
+        .get("Timeout")
+        .unwrap_or(&template["Globals"]["Function"]["Timeout"])
+        .as_u64()
+        .expect("a numeric Timeout");
+    let event = function["Events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|e| e["Type"] == "SQS")
+        .expect("an SQS event");
+    let event = &event["Properties"];
+    let queue = name(&event["Queue"]);
+    let queue = queue.strip_suffix(".Arn").unwrap();
+    assert_eq!(queue, "PayoutJobsQueue");
+    assert_eq!(
+        function["Environment"]["Variables"]["PAYOUT_JOBS_QUEUE_URL"],
+        json!({"Ref": queue}),
+        "continuations go to the queue the function consumes"
+    );
+    assert_eq!(
+        event["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert!(event["BatchSize"].as_u64().is_some_and(|n| n >= 1));
+    assert!(event["ScalingConfig"].get("MaximumConcurrency").is_some());
+
+    let queue_props = props(&template, queue);
+    let visibility = queue_props["VisibilityTimeout"]
+        .as_u64()
+        .expect("VisibilityTimeout");
+    assert!(
+        visibility >= 6 * timeout,
+        "VisibilityTimeout {visibility} must be at least 6 x the function timeout {timeout}"
+    );
+    let redrive = &queue_props["RedrivePolicy"];
+    let dlq = name(&redrive["deadLetterTargetArn"]);
+    let dlq = dlq.strip_suffix(".Arn").expect("DLQ by Fn::GetAtt Arn");
+    assert_eq!(resource(&template, dlq)["Type"], "AWS::SQS::Queue");
+    assert!(
+        redrive["maxReceiveCount"]
+            .as_u64()
+            .is_some_and(|n| (1..=10).contains(&n))
+    );
+
+    // Someone is told when jobs land in the DLQ, and when either function fails.
+    let alarms: Vec<&Value> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| &r["Properties"])
+        .collect();
+    let watches = |metric: &str, dimension: Value| {
+        alarms.iter().any(|a| {
+            a["MetricName"] == metric
+                && a["Dimensions"].as_array().unwrap().contains(&dimension)
+                && a["Threshold"] == 0
+                && a["ComparisonOperator"] == "GreaterThanThreshold"
+        })
+    };
+    assert!(watches(
+        "ApproximateNumberOfMessagesVisible",
+        json!({"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}})
+    ));
+    for function in ["PayoutExecuteFunction", "PspWebhookFunction"] {
+        assert!(
+            watches(
+                "Errors",
+                json!({"Name": "FunctionName", "Value": {"Ref": function}})
+            ),
+            "{function} Errors alarm"
+        );
+    }
+    for output in [
+        "PayoutJobsQueueUrl",
+        "PayoutJobsDeadLetterQueueUrl",
+        "PayoutsTableName",
+        "UserSettingsTableName",
+        "WebhookUrl",
+    ] {
+        assert!(template["Outputs"].get(output).is_some(), "output {output}");
+    }
+}
