@@ -284,6 +284,18 @@ impl Executor {
         let (mut summary, run_summary) = tokio::join!(read, run);
         summary.absorb(run_summary);
         summary.batch_id = batch_id.to_owned();
+        if !summary.needs_another_run() {
+            // A batch whose items all ended without a transfer (pending_kyc, failed) gets no
+            // webhook to complete it; one consistent Query here does (it stops at the first
+            // page that still has an item awaiting its PSP's final word).
+            if let Err(err) = self
+                .store
+                .refresh_batch_completion(batch_id, now_ms())
+                .await
+            {
+                warn!(batch_id, error = %err, "batch completion check failed; the next event or run repeats it");
+            }
+        }
         info!(
             batch_id,
             provider = %batch.provider,

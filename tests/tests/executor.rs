@@ -46,8 +46,8 @@ async fn happy_path_pays_each_item_once_with_two_writes_per_item() {
     );
     assert_eq!(
         env.requests.total(),
-        13,
-        "plus one GetItem, one Query, one BatchGetItem: {requests:?}"
+        14,
+        "plus one GetItem, one BatchGetItem, and two Query (the items; the completion check, which stops at the first page): {requests:?}"
     );
     let transfers = psp.transfers();
     assert_eq!(transfers.len(), 5);
@@ -415,8 +415,8 @@ async fn a_2500_item_batch_is_read_in_pages_with_bulk_settings_reads() {
     let requests = env.requests.by_operation();
     assert_eq!(
         requests.get("Query"),
-        Some(&7),
-        "2,500 items in pages of 400: {requests:?}"
+        Some(&8),
+        "2,500 items in pages of 400, and one completion check: {requests:?}"
     );
     // Each page's distinct recipients in BatchGetItem calls of up to 100 keys, never one GetItem each.
     assert_eq!(requests.get("BatchGetItem"), Some(&25), "{requests:?}");
@@ -433,4 +433,43 @@ async fn a_2500_item_batch_is_read_in_pages_with_bulk_settings_reads() {
             .count(),
         2_498
     );
+}
+
+#[tokio::test]
+async fn a_batch_that_ends_without_any_transfer_is_completed_by_the_run() {
+    init_logs();
+    let env = TestEnv::start().await;
+    let batch = items(3, "1.00");
+    env.seed_batch("b-nothing-to-pay", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&[("user-00001".into(), "acct_sandbox_reject_1".into(), true)])
+        .await;
+    let psp = sandbox(0);
+
+    let summary = env
+        .executor(&psp, config())
+        .execute_payout_batch("b-nothing-to-pay", None)
+        .await
+        .unwrap();
+
+    assert_eq!((summary.failed, summary.pending_kyc), (1, 2), "{summary:?}");
+    let record = env
+        .client()
+        .get_item()
+        .table_name(env.store.payouts_table())
+        .key(
+            "pk",
+            payouts_shared::store::dynamodb::s("BATCH#b-nothing-to-pay"),
+        )
+        .key("sk", payouts_shared::store::dynamodb::s("BATCH"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "completed_with_failures");
+    let counts = record["itemCounts"].as_m().unwrap();
+    assert_eq!(counts["failed"].as_n().unwrap(), "1");
+    assert_eq!(counts["pending_kyc"].as_n().unwrap(), "2");
 }
