@@ -3,5 +3,5 @@
 # prints its figures beside their targets (takes a few minutes; most of it is the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p payouts-local -p payout-execute -p integration-tests --bin payout-bench
+cargo build --release --bin payouts-local --bin payout-execute --bin payout-bench
 target/release/payout-bench
