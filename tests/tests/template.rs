@@ -340,11 +340,15 @@ fn functions_are_rust_on_al2023_arm64() {
         assert_eq!(setting("Architectures"), json!(["arm64"]), "{function}");
         assert_eq!(setting("Handler"), "bootstrap", "{function}");
         assert_eq!(p["CodeUri"], code);
-        let variables = &p["Environment"]["Variables"];
-        assert_eq!(variables["AWS_LAMBDA_LOG_FORMAT"], "JSON", "{function}");
+        // Lambda sets AWS_LAMBDA_LOG_FORMAT / AWS_LAMBDA_LOG_LEVEL from LoggingConfig.
+        assert_eq!(p["LoggingConfig"]["LogFormat"], "JSON", "{function}");
         assert_eq!(
-            variables["AWS_LAMBDA_LOG_LEVEL"],
+            p["LoggingConfig"]["ApplicationLogLevel"],
             json!({"Ref": "LogLevel"})
+        );
+        assert_eq!(
+            globals["Environment"]["Variables"]["SSL_CERT_FILE"],
+            "/etc/pki/tls/certs/ca-bundle.crt"
         );
     }
     let url = &props(&template, "PspWebhookFunction")["FunctionUrlConfig"];
