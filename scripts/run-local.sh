@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: pays the sample batch (infra/seed/sample-batch.json) end to end on this machine.
+# `scripts/run-local.sh stripe` does the same through the Stripe adapter over HTTP, against the
+# project's fake Stripe (infra/seed/sample-batch-stripe.json).
 #   1. starts the local DynamoDB (payouts-local serve) on a free loopback port;
 #   2. creates the tables from infra/tables.json and loads the seed;
 #   3. serves payout-execute with `cargo lambda watch` and invokes it with the SQS event in
@@ -9,6 +11,12 @@
 #   5. prints every item's final status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PSP=${1:-sandbox}
+case "$PSP" in
+    sandbox) BATCH=b-sample-0001 SEED=infra/seed/sample-batch.json EVENT=infra/events/sqs-payout-execute.json ;;
+    stripe) BATCH=b-sample-stripe-0001 SEED=infra/seed/sample-batch-stripe.json EVENT=infra/events/sqs-payout-execute-stripe.json ;;
+    *) echo "usage: scripts/run-local.sh [sandbox|stripe]" >&2; exit 2 ;;
+esac
 source scripts/tools.sh
 ensure_cargo_lambda
 
@@ -22,34 +30,43 @@ trap cleanup EXIT
 
 echo "== building (first run compiles the workspace; later runs are quick)"
 cargo build --quiet -p payouts-local -p payouts-ops -p payout-execute -p psp-webhook
+[ "$PSP" = stripe ] && cargo build --quiet -p integration-tests --bin fake-stripe
 
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DB_PORT"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export PAYOUTS_TABLE=payouts USER_SETTINGS_TABLE=user-settings
 export SANDBOX_PSP_ENABLED=true SANDBOX_PSP_LATENCY_MS=50 SANDBOX_WEBHOOK_SECRET=whsec_local_sandbox
 export AWS_LAMBDA_LOG_FORMAT=JSON AWS_LAMBDA_LOG_LEVEL=info
+if [ "$PSP" = stripe ]; then
+    STRIPE_PORT=$(free_port)
+    target/debug/fake-stripe --port "$STRIPE_PORT" >"$LOG_DIR/fake-stripe.log" 2>&1 &
+    pids+=($!)
+    export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT" STRIPE_SECRET_KEY=sk_test_fake_stripe
+    export STRIPE_WEBHOOK_SECRET=whsec_local_stripe STRIPE_RECONCILE_SETTLE_SECONDS=1
+    echo "== fake Stripe on $STRIPE_API_BASE"
+fi
 
 echo "== local DynamoDB on $AWS_ENDPOINT_URL_DYNAMODB"
 target/debug/payouts-local serve --port "$DB_PORT" >"$LOG_DIR/dynamodb.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$DB_PORT") 2>/dev/null && break; sleep 0.1; done
-target/debug/payouts-local setup --seed infra/seed/sample-batch.json
+target/debug/payouts-local setup --seed "$SEED"
 
 echo "== cargo lambda watch on 127.0.0.1:$INVOKE_PORT (function logs: $LOG_DIR/lambda.log)"
 cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$INVOKE_PORT" --timeout 120 >"$LOG_DIR/lambda.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$INVOKE_PORT") 2>/dev/null && break; sleep 0.2; done
 
-echo "== invoking payout-execute with infra/events/sqs-payout-execute.json"
+echo "== invoking payout-execute with $EVENT"
 cargo lambda invoke payout-execute --invoke-address 127.0.0.1 --invoke-port "$INVOKE_PORT" \
-    --data-file infra/events/sqs-payout-execute.json
+    --data-file "$EVENT"
 echo
 echo "== batch summary logged by the function"
 grep '"payout batch summary"' "$LOG_DIR/lambda.log" | tail -1 || true
 echo "== sending a signed transfer.created webhook for item-001"
-signature=$(target/debug/payouts-local sign-webhook b-sample-0001 item-001 transfer.created "$LOG_DIR/event.json")
-curl -sS -X POST "http://127.0.0.1:$INVOKE_PORT/lambda-url/psp-webhook/webhooks/sandbox" \
+signature=$(target/debug/payouts-local sign-webhook "$BATCH" item-001 transfer.created "$LOG_DIR/event.json")
+curl -sS -X POST "http://127.0.0.1:$INVOKE_PORT/lambda-url/psp-webhook/webhooks/$PSP" \
     -H "content-type: application/json" -H "Stripe-Signature: $signature" --data-binary @"$LOG_DIR/event.json"
 echo
 echo "== final item statuses"
-target/debug/payouts-ops status --items b-sample-0001
+target/debug/payouts-ops status --items "$BATCH"

@@ -4,9 +4,10 @@
 //! payouts-local serve [--port N]      run a DynamoDB-compatible server on 127.0.0.1 (default 8000)
 //! payouts-local setup [--seed FILE]   create the tables (and load seed data) at the configured endpoint
 //! payouts-local sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE
-//!                                     write the sandbox PSP's event for the item's transfer to
-//!                                     BODY_FILE and print its Stripe-Signature header, signed now
-//!                                     with SANDBOX_WEBHOOK_SECRET
+//!                                     write the PSP's event for the item's transfer to BODY_FILE
+//!                                     and print its Stripe-Signature header, signed now with
+//!                                     SANDBOX_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET (by the
+//!                                     batch's provider)
 //! ```
 //! `setup` reaches DynamoDB through the standard AWS variables
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION`, credentials); table names come from
@@ -102,10 +103,22 @@ async fn sign_webhook(
     event_type: &str,
     body_file: &str,
 ) -> Result<(), String> {
-    let secret = std::env::var("SANDBOX_WEBHOOK_SECRET")
-        .map_err(|_| "SANDBOX_WEBHOOK_SECRET is not set".to_owned())?;
-    let item = store()
+    let store = store().await;
+    let batch = store
+        .get_batch(batch_id)
         .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("batch {batch_id:?} does not exist"))?;
+    // Signed as the batch's PSP signs: the sandbox's or Stripe's webhook secret.
+    let secret_var = match batch.provider.as_str() {
+        "sandbox" => "SANDBOX_WEBHOOK_SECRET",
+        _ => "STRIPE_WEBHOOK_SECRET",
+    };
+    let secret = std::env::var(secret_var)
+        .ok()
+        .and_then(|v| v.split(',').next().map(str::to_owned))
+        .ok_or_else(|| format!("{secret_var} is not set"))?;
+    let item = store
         .get_item(batch_id, item_id)
         .await
         .map_err(|e| e.to_string())?
