@@ -594,14 +594,13 @@ impl Executor {
                     unreachable!("matched above")
                 };
                 let reason = format!("{code}: {message}");
-                let written = if unreconciled {
+                if unreconciled {
                     error!(attempt = claim.attempt, reason = %reason, "the PSP refused the key as used with other parameters: the item is failed and will be reconciled by lookup before any new key is used");
-                    self.store
-                        .record_rejected_unreconciled(claim, &reason, now)
-                        .await?
-                } else {
-                    self.store.record_rejected(claim, &reason, now).await?
-                };
+                }
+                let written = self
+                    .store
+                    .record_rejected(claim, &reason, unreconciled, now)
+                    .await?;
                 match written {
                     TransitionOutcome::Applied => {
                         info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, reconcile = unreconciled, "item transition");

@@ -487,16 +487,13 @@ impl PaymentAdapter for StripeAdapter {
         headers: &http::HeaderMap,
         now_secs: u64,
     ) -> Result<PaymentEvent, WebhookError> {
-        if self.webhook_secrets.is_empty() {
-            return Err(WebhookError::NotConfigured {
-                provider: STRIPE_PROVIDER.to_owned(),
-            });
-        }
-        let header = headers
-            .get(webhook::SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok());
-        webhook::verify_signature(header, body, &self.webhook_secrets, now_secs)?;
-        webhook::parse_stripe_event(body)
+        webhook::verify_stripe_scheme(
+            STRIPE_PROVIDER,
+            &self.webhook_secrets,
+            body,
+            headers,
+            now_secs,
+        )
     }
 }
 

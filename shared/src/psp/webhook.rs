@@ -123,6 +123,25 @@ pub fn verify_signature(
     Ok(())
 }
 
+/// Verifies and normalizes a request signed with Stripe's scheme (`Stripe-Signature` header),
+/// as both the Stripe adapter and the sandbox PSP do, each with its own secrets.
+pub fn verify_stripe_scheme(
+    provider: &str,
+    secrets: &[String],
+    body: &[u8],
+    headers: &http::HeaderMap,
+    now_secs: u64,
+) -> Result<PaymentEvent, WebhookError> {
+    if secrets.is_empty() {
+        return Err(WebhookError::NotConfigured {
+            provider: provider.to_owned(),
+        });
+    }
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    verify_signature(header, body, secrets, now_secs)?;
+    parse_stripe_event(body)
+}
+
 /// Secrets from a comma-separated setting (`whsec_new,whsec_old` during a rotation).
 pub fn secrets_from(setting: Option<String>) -> Vec<String> {
     setting

@@ -374,45 +374,34 @@ impl PayoutStore {
         conditional(request.send().await)
     }
 
-    /// `submitting` → `failed` with the PSP's reason, if the claim is still the item's.
+    /// `submitting` → `failed` with the PSP's reason, if the claim is still the item's. With
+    /// `reconcile_first`, the item is marked for reconciliation (`reconcileSince`): the refusal
+    /// left the key's earlier outcome unknown (an idempotency error), so the next attempt looks
+    /// the transfer up instead of moving to a new key.
     pub async fn record_rejected(
         &self,
         claim: &Claim,
         reason: &str,
+        reconcile_first: bool,
         now_ms: u64,
     ) -> Result<TransitionOutcome, StoreError> {
         let request = self
             .fenced_update(claim, now_ms)
-            .update_expression(
-                "SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease, #rsince",
-            )
             .expression_attribute_names("#reason", attr::FAILURE_REASON)
             .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
             .expression_attribute_values(":to", status(ItemStatus::Failed))
             .expression_attribute_values(":reason", s(reason));
-        conditional(request.send().await)
-    }
-
-    /// `submitting` → `failed` with the PSP's reason, marked for reconciliation
-    /// (`reconcileSince`), if the claim is still the item's: for a refusal that leaves the key's
-    /// earlier outcome unknown (an idempotency error). The next attempt looks the transfer up
-    /// instead of moving to a new key.
-    pub async fn record_rejected_unreconciled(
-        &self,
-        claim: &Claim,
-        reason: &str,
-        now_ms: u64,
-    ) -> Result<TransitionOutcome, StoreError> {
-        let request = self
-            .fenced_update(claim, now_ms)
-            .update_expression(
-                "SET #status = :to, #reason = :reason, #updated = :now, #rsince = :now_ms REMOVE #lease",
+        let request = if reconcile_first {
+            request
+                .update_expression(
+                    "SET #status = :to, #reason = :reason, #updated = :now, #rsince = :now_ms REMOVE #lease",
+                )
+                .expression_attribute_values(":now_ms", n(now_ms))
+        } else {
+            request.update_expression(
+                "SET #status = :to, #reason = :reason, #updated = :now REMOVE #lease, #rsince",
             )
-            .expression_attribute_names("#reason", attr::FAILURE_REASON)
-            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
-            .expression_attribute_values(":to", status(ItemStatus::Failed))
-            .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":now_ms", n(now_ms));
+        };
         conditional(request.send().await)
     }
 
