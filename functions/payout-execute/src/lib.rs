@@ -167,3 +167,22 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
         .unwrap_or_default();
     Instant::now() + left
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deadlines_are_read_as_epoch_ms_or_as_cargo_lambdas_timeout() {
+        let now_ms = payouts_shared::store::now_ms();
+        let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
+        let epoch = left(deadline_from_epoch_ms(now_ms + 30_000));
+        assert!(
+            epoch > Duration::from_secs(29) && epoch <= Duration::from_secs(30),
+            "{epoch:?}"
+        );
+        let relative = left(deadline_from_epoch_ms(600_000));
+        assert!(relative > Duration::from_secs(599), "{relative:?}");
+        assert_eq!(left(deadline_from_epoch_ms(now_ms - 5_000)), Duration::ZERO);
+    }
+}
