@@ -422,6 +422,14 @@ impl Executor {
     ) -> Result<ItemOutcome, StoreError> {
         let destination = match PayoutMethod::payable_account(method.as_ref(), &batch.provider) {
             Ok(account) => account.to_owned(),
+            // An earlier attempt may have paid this item; it must not be parked in `pending_kyc`
+            // (which would later be paid under the same key to whatever account is then on
+            // file) nor re-driven to an account that is no longer payable. Retried, so it ends
+            // in the DLQ (alarmed) if nobody fixes the recipient.
+            Err(reason) if item.status == ItemStatus::Submitting => {
+                warn!(%reason, attempt = item.attempt.attempt, "item left submitting by an earlier attempt, but its recipient can no longer be paid; needs the recipient fixed or a manual reconciliation");
+                return Ok(ItemOutcome::Retryable);
+            }
             Err(reason) => return self.hold_for_kyc(&item, &reason).await,
         };
         if start_by.is_some_and(|t| Instant::now() >= t) {

@@ -473,3 +473,39 @@ async fn a_batch_that_ends_without_any_transfer_is_completed_by_the_run() {
     assert_eq!(counts["failed"].as_n().unwrap(), "1");
     assert_eq!(counts["pending_kyc"].as_n().unwrap(), "2");
 }
+
+#[tokio::test]
+async fn an_interrupted_item_whose_recipient_lost_verification_is_retried_not_parked() {
+    init_logs();
+    let env = TestEnv::start().await;
+    let batch = items(1, "10.00");
+    env.seed_batch("b-revoked", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = sandbox(0);
+    psp.inject("acct_user-00001", SandboxFault::TimeoutAfterAccept, 1);
+    let executor = env.executor(&psp, config());
+    let first = executor
+        .execute_payout_batch("b-revoked", None)
+        .await
+        .unwrap();
+    assert_eq!(first.retryable, 1, "{first:?}");
+    // Verification is revoked while the item's outcome is still unknown.
+    env.seed_users(&[("user-00001".into(), "acct_user-00001".into(), false)])
+        .await;
+
+    let second = executor
+        .execute_payout_batch("b-revoked", None)
+        .await
+        .unwrap();
+
+    assert_eq!((second.retryable, second.pending_kyc), (1, 0), "{second:?}");
+    assert!(
+        second.needs_another_run(),
+        "the job is retried, towards the DLQ"
+    );
+    assert_eq!(
+        env.item("b-revoked", "item-00001").await.status,
+        ItemStatus::Submitting
+    );
+    assert_eq!(psp.transfers_for_item("b-revoked", "item-00001"), 1);
+}
