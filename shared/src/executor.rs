@@ -529,7 +529,7 @@ impl Executor {
             }
             Err(err) => {
                 warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
-                self.store.release(claim, now_ms()).await?;
+                self.store.release(claim, false, now_ms()).await?;
                 Ok(Reconciled::Done(ItemOutcome::Retryable))
             }
             Ok(None) => {
@@ -541,7 +541,7 @@ impl Executor {
                         attempt = claim.attempt,
                         "transfer certainly absent, but the lease has no room for the payment; left to the next attempt"
                     );
-                    self.store.release(claim, now_ms()).await?;
+                    self.store.release(claim, false, now_ms()).await?;
                     return Ok(Reconciled::Done(ItemOutcome::Retryable));
                 }
                 let left = claim.key_generation;
@@ -622,12 +622,12 @@ impl Executor {
             }
             Err(unknown @ PaymentError::NeedsReconciliation { .. }) => {
                 warn!(attempt = claim.attempt, error = %unknown, "the PSP stored an unknown outcome under this key; lease released, the next attempt reconciles by lookup instead of resending the key");
-                self.store.release_for_reconciliation(claim, now).await?;
+                self.store.release(claim, true, now).await?;
                 Ok(ItemOutcome::Retryable)
             }
             Err(retryable) => {
                 warn!(attempt = claim.attempt, error = %retryable, "PSP call did not complete; lease released, the item will be retried with the same key");
-                self.store.release(claim, now).await?;
+                self.store.release(claim, false, now).await?;
                 Ok(ItemOutcome::Retryable)
             }
         }

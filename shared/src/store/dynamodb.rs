@@ -405,22 +405,6 @@ impl PayoutStore {
         conditional(request.send().await)
     }
 
-    /// Like [`release`](Self::release), and marks the item for reconciliation
-    /// (`reconcileSince`): the PSP stored an unknown outcome (a 5xx) under the current key, so
-    /// the next attempt looks the transfer up instead of resending the key.
-    pub async fn release_for_reconciliation(
-        &self,
-        claim: &Claim,
-        now_ms: u64,
-    ) -> Result<TransitionOutcome, StoreError> {
-        let request = self
-            .fenced_update(claim, now_ms)
-            .update_expression("SET #updated = :now, #rsince = :now_ms REMOVE #lease")
-            .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
-            .expression_attribute_values(":now_ms", n(now_ms));
-        conditional(request.send().await)
-    }
-
     /// Moves a claimed item to the next key generation once reconciliation has shown the
     /// current key made no transfer: fenced on the claim (still `submitting` under this
     /// attempt) and on the generation it expects to leave, so two workers can never both move
@@ -457,14 +441,24 @@ impl PayoutStore {
 
     /// Ends the claim's lease early (retryable error, unknown outcome): the item stays
     /// `submitting` with its key, so the next run re-drives it without waiting for the lease.
+    /// With `reconcile_first`, the item is marked for reconciliation (`reconcileSince`): the PSP
+    /// stored an unknown outcome (a 5xx) under the current key, so the next attempt looks the
+    /// transfer up instead of resending the key.
     pub async fn release(
         &self,
         claim: &Claim,
+        reconcile_first: bool,
         now_ms: u64,
     ) -> Result<TransitionOutcome, StoreError> {
-        let request = self
-            .fenced_update(claim, now_ms)
-            .update_expression("SET #updated = :now REMOVE #lease");
+        let request = self.fenced_update(claim, now_ms);
+        let request = if reconcile_first {
+            request
+                .update_expression("SET #updated = :now, #rsince = :now_ms REMOVE #lease")
+                .expression_attribute_names("#rsince", attr::RECONCILE_SINCE)
+                .expression_attribute_values(":now_ms", n(now_ms))
+        } else {
+            request.update_expression("SET #updated = :now REMOVE #lease")
+        };
         conditional(request.send().await)
     }
 
