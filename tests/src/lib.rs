@@ -224,6 +224,21 @@ impl TestEnv {
         self.requests.reset();
     }
 
+    /// The raw batch record (status, `itemCounts`, …), read strongly consistently.
+    pub async fn raw_batch(&self, batch_id: &str) -> HashMap<String, AttributeValue> {
+        self.client()
+            .get_item()
+            .table_name(self.store.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .expect("batch exists")
+    }
+
     /// The raw item record, read strongly consistently.
     pub async fn raw_item(
         &self,

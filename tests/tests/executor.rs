@@ -453,21 +453,7 @@ async fn a_batch_that_ends_without_any_transfer_is_completed_by_the_run() {
         .unwrap();
 
     assert_eq!((summary.failed, summary.pending_kyc), (1, 2), "{summary:?}");
-    let record = env
-        .client()
-        .get_item()
-        .table_name(env.store.payouts_table())
-        .key(
-            "pk",
-            payouts_shared::store::dynamodb::s("BATCH#b-nothing-to-pay"),
-        )
-        .key("sk", payouts_shared::store::dynamodb::s("BATCH"))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let record = env.raw_batch("b-nothing-to-pay").await;
     assert_eq!(record["status"].as_s().unwrap(), "completed_with_failures");
     let counts = record["itemCounts"].as_m().unwrap();
     assert_eq!(counts["failed"].as_n().unwrap(), "1");

@@ -550,19 +550,7 @@ impl Scenario {
                 }
             }
         }
-        let batch = self
-            .env
-            .client()
-            .get_item()
-            .table_name(self.env.store.payouts_table())
-            .key(attr::PK, s(keys::batch_pk(&self.batch_id)))
-            .key(attr::SK, s(keys::BATCH_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .unwrap()
-            .item
-            .unwrap();
+        let batch = self.env.raw_batch(&self.batch_id).await;
         let status = batch
             .get(attr::STATUS)
             .and_then(|v| v.as_s().ok())

@@ -490,29 +490,6 @@ async fn an_event_without_metadata_finds_its_item_by_transfer_id() {
 async fn the_batch_says_when_no_item_is_left_in_flight() {
     let h = Harness::start().await;
     let transfers = h.paid_batch("b-done", 3).await;
-    let batch_record = |env: &TestEnv| {
-        let client = env.client().clone();
-        let table = env.store.payouts_table().to_owned();
-        async move {
-            client
-                .get_item()
-                .table_name(table)
-                .key(
-                    "pk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("BATCH#b-done".into()),
-                )
-                .key(
-                    "sk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("BATCH".into()),
-                )
-                .consistent_read(true)
-                .send()
-                .await
-                .unwrap()
-                .item
-                .unwrap()
-        }
-    };
 
     let first = h
         .send("evt_1", "transfer.created", &transfers[0], None)
@@ -530,7 +507,8 @@ async fn the_batch_says_when_no_item_is_left_in_flight() {
     )
     .await;
     assert_eq!(
-        batch_record(&h.env)
+        h.env
+            .raw_batch("b-done")
             .await
             .get("status")
             .unwrap()
@@ -547,7 +525,7 @@ async fn the_batch_says_when_no_item_is_left_in_flight() {
         last.body["batchStatus"], "completed_with_failures",
         "{last:?}"
     );
-    let batch = batch_record(&h.env).await;
+    let batch = h.env.raw_batch("b-done").await;
     assert_eq!(
         batch.get("status").unwrap().as_s().unwrap(),
         "completed_with_failures"
