@@ -3,12 +3,12 @@
 //!
 //! The SQS side is deliberately thin (one SendMessage for `enqueue`; Receive → Send → Delete per
 //! message for `redrive`); everything that decides something reads DynamoDB through
-//! [`PayoutStore`].
+//! [`PayoutRepository`].
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use payouts_shared::domain::{ItemStatus, PayoutBatch, PayoutItem};
-use payouts_shared::job::PayoutJob;
-use payouts_shared::store::{PayoutStore, StoreError};
+use payouts_core::domain::{ItemStatus, PayoutBatch, PayoutItem};
+use payouts_core::job::PayoutJob;
+use payouts_core::ports::repository::{PayoutRepository, StoreError};
 use std::fmt;
 
 /// Exit code: the command did what it was asked.
@@ -117,7 +117,7 @@ impl BatchStatus {
 /// Reads the batch and all its items (strongly consistent, paginated Query; `page_size` caps a
 /// page, `None` lets DynamoDB fill 1 MB pages). `list_items` keeps every item for display.
 pub async fn batch_status(
-    store: &PayoutStore,
+    store: &dyn PayoutRepository,
     batch_id: &str,
     page_size: Option<i32>,
     list_items: bool,
@@ -220,7 +220,7 @@ impl fmt::Display for BatchStatus {
 /// Sends a `payout.execute` job for `batch_id` to `queue_url`, after checking (strongly
 /// consistent read) that the batch exists. Returns the SQS message id.
 pub async fn enqueue(
-    store: &PayoutStore,
+    store: &dyn PayoutRepository,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     batch_id: &str,

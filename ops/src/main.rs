@@ -1,7 +1,7 @@
 //! `payouts-ops`: the operator CLI. See `USAGE` (and the README's "Operate" section).
 
 use payouts_ops::{OpsError, batch_status, enqueue, redrive};
-use payouts_shared::store::PayoutStore;
+use payouts_store_dynamodb::DynamoDbRepository;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -85,10 +85,10 @@ async fn aws_config() -> Result<aws_config::SdkConfig, OpsError> {
     Ok(config)
 }
 
-fn store(config: &aws_config::SdkConfig, payouts_table: String) -> PayoutStore {
+fn store(config: &aws_config::SdkConfig, payouts_table: String) -> DynamoDbRepository {
     // The operator commands only read and write the payouts table.
     let settings_table = std::env::var("USER_SETTINGS_TABLE").unwrap_or_default();
-    PayoutStore::new(
+    DynamoDbRepository::new(
         aws_sdk_dynamodb::Client::new(config),
         payouts_table,
         settings_table,

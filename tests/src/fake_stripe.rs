@@ -16,7 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use payouts_shared::psp::stripe::{STRIPE_API_VERSION, StripeConfig};
+use payouts_config::StripeSettings;
+use payouts_psp::stripe::STRIPE_API_VERSION;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -177,8 +178,8 @@ impl FakeStripe {
     }
 
     /// Adapter settings pointing at this fake (fast pace, short timeouts and settle delay).
-    pub fn config(&self) -> StripeConfig {
-        let mut config = StripeConfig::new(FAKE_SECRET_KEY);
+    pub fn config(&self) -> StripeSettings {
+        let mut config = StripeSettings::new(FAKE_SECRET_KEY);
         config.api_base = self.base_url();
         config.max_requests_per_second = 1_000;
         config.request_timeout = Duration::from_secs(3);

@@ -14,24 +14,40 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use payouts_core::clock::{Clock, SystemClock};
+use payouts_core::domain::PayoutItem;
+use payouts_core::executor::{Executor, ExecutorConfig};
+use payouts_core::ports::payment::PaymentAdapter;
+use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_local::emulator::LocalDynamoDb;
 use payouts_local::{seed, tables};
-use payouts_shared::domain::PayoutItem;
-use payouts_shared::executor::{Executor, ExecutorConfig};
-use payouts_shared::psp::sandbox::SandboxPsp;
-use payouts_shared::psp::{PaymentAdapter, PaymentAdapterFactory};
-use payouts_shared::store::PayoutStore;
-use payouts_shared::store::dynamodb::{attr, keys, n, s};
+use payouts_psp::sandbox::SandboxPsp;
+use payouts_store_dynamodb::schema::{attr, keys};
+use payouts_store_dynamodb::{DynamoDbRepository, PayoutRepository};
+use payouts_store_dynamodb::{n, s};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A DynamoDB with the project's tables, ready for one test.
+/// A DynamoDB with the project's tables, ready for one test, and the clock the code under
+/// test reads (the machine's, unless the test sets its own).
 pub struct TestEnv {
     _server: Option<LocalDynamoDb>,
-    pub store: PayoutStore,
+    pub store: DynamoDbRepository,
     pub requests: RequestCounter,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The one executor configuration the tests start from; a test that needs other values says
+/// which with `ExecutorConfig { concurrency: 1, ..test_config() }`.
+pub fn test_config() -> ExecutorConfig {
+    ExecutorConfig {
+        concurrency: 8,
+        lease: Duration::from_secs(30),
+        psp_timeout: Duration::from_secs(10),
+        page_size: None,
+    }
 }
 
 /// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …).
@@ -82,8 +98,10 @@ impl Intercept for RequestCounter {
 static TABLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TestEnv {
-    /// Starts (or connects to) DynamoDB and creates fresh tables.
+    /// Starts (or connects to) DynamoDB, creates fresh tables, and sends the code's logs to
+    /// the test's output.
     pub async fn start() -> TestEnv {
+        init_logs();
         let external = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"]
             .iter()
             .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
@@ -110,7 +128,7 @@ impl TestEnv {
             "{}-{}-{}",
             std::process::id(),
             TABLE_COUNTER.fetch_add(1, Ordering::Relaxed),
-            payouts_shared::store::now_ms()
+            payouts_core::clock::now_ms()
         );
         let mut names = Vec::new();
         for definition in tables::definitions() {
@@ -124,8 +142,9 @@ impl TestEnv {
         requests.reset();
         TestEnv {
             _server: server,
-            store: PayoutStore::new(client, &names[0], &names[1]),
+            store: DynamoDbRepository::new(client, &names[0], &names[1]),
             requests,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -133,10 +152,14 @@ impl TestEnv {
         self.store.client()
     }
 
+    /// The store as the core sees it.
+    pub fn repository(&self) -> Arc<dyn PayoutRepository> {
+        Arc::new(self.store.clone())
+    }
+
     /// An executor on these tables paying through `sandbox`.
     pub fn executor(&self, sandbox: &Arc<SandboxPsp>, config: ExecutorConfig) -> Executor {
-        let adapters = PaymentAdapterFactory::new().with_adapter(sandbox.clone());
-        Executor::new(self.store.clone(), adapters, config)
+        self.executor_with(sandbox.clone(), config)
     }
 
     /// An executor on these tables paying through `adapter` (the Stripe adapter, say).
@@ -145,8 +168,8 @@ impl TestEnv {
         adapter: Arc<dyn PaymentAdapter>,
         config: ExecutorConfig,
     ) -> Executor {
-        let adapters = PaymentAdapterFactory::new().with_adapter(adapter);
-        Executor::new(self.store.clone(), adapters, config)
+        let adapters = PaymentAdapterRegistry::new().register(adapter);
+        Executor::new(self.repository(), adapters, config, self.clock.clone())
     }
 
     /// Writes a batch record and its items (`(itemId, userId, netAmount)`), as upstream does.
@@ -357,7 +380,7 @@ pub fn number(value: impl ToString) -> AttributeValue {
 }
 
 /// Sends the code's logs to the test's output (shown for failing tests), once per process.
-pub fn init_logs() {
+fn init_logs() {
     use lambda_runtime::tracing::subscriber;
     let _ = subscriber::fmt()
         .with_env_filter(subscriber::EnvFilter::new(

@@ -1,17 +1,15 @@
 //! The `payout.execute` SQS consumer: turns each SQS record into one batch run, and the runs'
-//! outcomes into SQS's partial-batch response. The protocol itself lives in
-//! `payouts_shared::executor`; this crate decides what SQS should do with each message.
+//! outcomes into SQS's partial-batch response (`docs/design.md#job-messages-and-their-fate`).
+//! The protocol itself is `payouts_core::executor`; this crate decides what SQS should do with
+//! each message. `main.rs` builds the concrete store, adapters and queue.
 
-pub mod continuation;
+pub mod sqs_queue;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use continuation::JobQueue;
 use futures_util::future::join_all;
-use payouts_shared::executor::{
-    BatchSummary, ConfigError, Executor, ExecutorConfig, adapters_from_env, env_required, env_value,
-};
-use payouts_shared::job::PayoutJob;
-use payouts_shared::store::PayoutStore;
+use payouts_core::executor::{BatchSummary, Executor};
+use payouts_core::job::PayoutJob;
+use payouts_core::ports::queue::JobQueue;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -22,29 +20,6 @@ pub struct App {
     pub executor: Executor,
     /// Where a batch that ran out of time is continued; `None` falls back to SQS's retry.
     pub continuation: Option<Arc<dyn JobQueue>>,
-}
-
-impl App {
-    /// Builds the SDK clients and settings from the environment (see the README).
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let aws = aws_config::load_from_env().await;
-        let store = PayoutStore::new(
-            aws_sdk_dynamodb::Client::new(&aws),
-            env_required("PAYOUTS_TABLE")?,
-            env_required("USER_SETTINGS_TABLE")?,
-        );
-        let executor = Executor::new(store, adapters_from_env()?, ExecutorConfig::from_env()?);
-        let continuation = env_value("PAYOUT_JOBS_QUEUE_URL").map(|url| {
-            Arc::new(continuation::SqsJobQueue::new(
-                aws_sdk_sqs::Client::new(&aws),
-                url,
-            )) as Arc<dyn JobQueue>
-        });
-        Ok(App {
-            executor,
-            continuation,
-        })
-    }
 }
 
 /// What becomes of one SQS record.
@@ -118,13 +93,14 @@ pub async fn handle_message(
                 return Disposition::Poison(err.to_string());
             }
         };
-        decide(app, &job, summary).await
+        dispose_of_run(app, &job, summary).await
     }
     .instrument(span)
     .await
 }
 
-async fn decide(app: &App, job: &PayoutJob, summary: BatchSummary) -> Disposition {
+/// After a run: done, continued by a fresh job (out of time, progress made), or redelivered.
+async fn dispose_of_run(app: &App, job: &PayoutJob, summary: BatchSummary) -> Disposition {
     if !summary.needs_another_run() {
         info!("batch fully submitted");
         return Disposition::Done(Some(summary));
@@ -174,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_are_read_as_epoch_ms_or_as_cargo_lambdas_timeout() {
-        let now_ms = payouts_shared::store::now_ms();
+        let now_ms = payouts_core::clock::now_ms();
         let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
         let epoch = left(deadline_from_epoch_ms(now_ms + 30_000));
         assert!(

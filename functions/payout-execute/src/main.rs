@@ -1,13 +1,42 @@
-//! The `payout-execute` Lambda binary: wires tracing, configuration and the handler.
+//! The `payout-execute` Lambda binary: wires tracing, the settings, the concrete store,
+//! adapters and queue, and the handler. The only place that names concrete types.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use payout_execute::sqs_queue::SqsJobQueue;
 use payout_execute::{App, deadline_from_epoch_ms, handle_sqs_event};
+use payouts_config::{Env, ExecuteSettings};
+use payouts_core::clock::SystemClock;
+use payouts_core::executor::Executor;
+use payouts_core::ports::queue::JobQueue;
+use payouts_psp::registry::registry_from_settings;
+use payouts_store_dynamodb::DynamoDbRepository;
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let app = App::from_env().await?;
+    let settings = ExecuteSettings::from_env(&Env::from_process())?;
+    let adapters = registry_from_settings(&settings.psp)?;
+    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbRepository::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &settings.payouts_table,
+        &settings.user_settings_table,
+    );
+    let continuation = settings.jobs_queue_url.clone().map(|url| {
+        Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn JobQueue>
+    });
+    let app = App {
+        executor: Executor::new(
+            Arc::new(store),
+            adapters,
+            settings.executor.clone(),
+            Arc::new(SystemClock),
+        ),
+        continuation,
+    };
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline);

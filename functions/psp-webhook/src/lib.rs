@@ -1,50 +1,55 @@
-//! `POST /webhooks/{provider}`: verifies a PSP's signed event with that provider's adapter and
-//! settles it. Answers 2xx for applied, duplicate and ignored events; 400 with a short reason
-//! for anything that must not be retried (nothing is written); 5xx only for transient storage
-//! errors, so the PSP redelivers.
+//! `POST /webhooks/{provider}`: verifies a PSP's signed notification with that provider's
+//! adapter and settles each of its events (`docs/design.md#webhooks-and-settlement`). Answers
+//! 2xx for applied, duplicate and ignored events (with the acknowledgement the PSP expects);
+//! 400 with a short reason for anything that must not be retried (nothing is written); 5xx only
+//! for transient storage errors, so the PSP redelivers and the redelivery is safe.
 
 use http::{HeaderMap, Method, StatusCode};
-use payouts_shared::executor::{ConfigError, adapters_from_env, env_required};
-use payouts_shared::psp::PaymentAdapterFactory;
-use payouts_shared::psp::webhook::WebhookError;
-use payouts_shared::settlement::{SettlementOutcome, apply_payment_event};
-use payouts_shared::store::PayoutStore;
+use payouts_core::clock::Clock;
+use payouts_core::ports::repository::PayoutRepository;
+use payouts_core::ports::webhook::{Acknowledgement, PaymentEvent, WebhookError, WebhookRequest};
+use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use serde_json::json;
+use std::sync::Arc;
 use tracing::{error, info, warn};
 
 /// Bodies above this are refused unread (Stripe's events are a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// Everything the handler needs, built once per Lambda instance.
+/// Everything the handler needs, built once per Lambda instance (by `main.rs`).
 pub struct WebhookApp {
-    pub store: PayoutStore,
-    pub adapters: PaymentAdapterFactory,
+    pub store: Arc<dyn PayoutRepository>,
+    pub adapters: PaymentAdapterRegistry,
+    pub clock: Arc<dyn Clock>,
 }
 
-impl WebhookApp {
-    /// Builds the DynamoDB client and the adapters (with their webhook secrets) from the environment.
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let aws = aws_config::load_from_env().await;
-        let client = aws_sdk_dynamodb::Client::new(&aws);
-        // The webhook never reads user settings; the store only needs the payouts table.
-        let store = PayoutStore::new(client, env_required("PAYOUTS_TABLE")?, "");
-        Ok(WebhookApp {
-            store,
-            adapters: adapters_from_env()?,
-        })
-    }
-}
-
-/// The HTTP answer: a status and a small JSON body.
+/// The HTTP answer: a status, the JSON summary of what happened, and how the PSP wants it
+/// acknowledged (the summary itself, or a fixed body of its own).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookResponse {
     pub status: StatusCode,
     pub body: serde_json::Value,
+    pub acknowledgement: Acknowledgement,
 }
 
 impl WebhookResponse {
     fn new(status: StatusCode, body: serde_json::Value) -> Self {
-        WebhookResponse { status, body }
+        WebhookResponse {
+            status,
+            body,
+            acknowledgement: Acknowledgement::Summary,
+        }
+    }
+
+    /// The content type and bytes to send.
+    pub fn rendered(&self) -> (&'static str, String) {
+        match &self.acknowledgement {
+            Acknowledgement::Fixed { content_type, body } if self.status.is_success() => {
+                (content_type, body.clone())
+            }
+            _ => ("application/json", self.body.to_string()),
+        }
     }
 
     fn refused(status: StatusCode, reason: impl Into<String>) -> Self {
@@ -92,8 +97,13 @@ pub async fn handle_webhook(
             );
         }
     };
-    let event = match adapter.verify_webhook(body, headers, now_secs) {
-        Ok(event) => event,
+    let request = WebhookRequest {
+        body,
+        headers,
+        now_secs,
+    };
+    let verified = match adapter.verify_webhook(request).await {
+        Ok(verified) => verified,
         Err(err @ WebhookError::NotConfigured { .. }) => {
             error!(provider, error = %err, "webhook secret missing: every event is being refused");
             return WebhookResponse::refused(
@@ -103,33 +113,54 @@ pub async fn handle_webhook(
         }
         Err(err) => return WebhookResponse::refused(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    info!(provider, event_id = %event.event_id, event_type = %event.event_type, "webhook verified");
-    match apply_payment_event(&app.store, provider, &event).await {
+    let mut results = Vec::with_capacity(verified.events.len());
+    for event in &verified.events {
+        info!(provider, event_id = %event.event_id, event_type = %event.event_type, "webhook verified");
+        match settle(app, provider, event).await {
+            Some(result) => results.push(result),
+            None => {
+                return WebhookResponse::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": "temporarily unavailable, retry" }),
+                );
+            }
+        }
+    }
+    let body = match <[serde_json::Value; 1]>::try_from(results) {
+        Ok([single]) => single,
+        Err(results) => json!({ "result": "several", "events": results }),
+    };
+    WebhookResponse {
+        status: StatusCode::OK,
+        body,
+        acknowledgement: verified.acknowledgement,
+    }
+}
+
+/// Settles one verified event; its summary, or `None` on a storage error (the PSP redelivers).
+async fn settle(
+    app: &WebhookApp,
+    provider: &str,
+    event: &PaymentEvent,
+) -> Option<serde_json::Value> {
+    match apply_payment_event(app.store.as_ref(), app.clock.as_ref(), provider, event).await {
         Ok(SettlementOutcome::Applied {
             batch_id,
             item_id,
             batch_completion,
-        }) => WebhookResponse::new(
-            StatusCode::OK,
-            json!({
-                "result": "applied", "eventId": event.event_id, "batchId": batch_id, "itemId": item_id,
-                "batchStatus": batch_completion.map(|c| c.status),
-            }),
-        ),
-        Ok(SettlementOutcome::Duplicate) => WebhookResponse::new(
-            StatusCode::OK,
-            json!({ "result": "duplicate", "eventId": event.event_id }),
-        ),
-        Ok(SettlementOutcome::Ignored { reason }) => WebhookResponse::new(
-            StatusCode::OK,
-            json!({ "result": "ignored", "eventId": event.event_id, "reason": reason }),
-        ),
+        }) => Some(json!({
+            "result": "applied", "eventId": event.event_id, "batchId": batch_id, "itemId": item_id,
+            "batchStatus": batch_completion.map(|c| c.status),
+        })),
+        Ok(SettlementOutcome::Duplicate) => {
+            Some(json!({ "result": "duplicate", "eventId": event.event_id }))
+        }
+        Ok(SettlementOutcome::Ignored { reason }) => {
+            Some(json!({ "result": "ignored", "eventId": event.event_id, "reason": reason }))
+        }
         Err(err) => {
             error!(provider, event_id = %event.event_id, error = %err, "storage error; the PSP will redeliver");
-            WebhookResponse::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "temporarily unavailable, retry" }),
-            )
+            None
         }
     }
 }

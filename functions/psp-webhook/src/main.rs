@@ -1,19 +1,34 @@
-//! The `psp-webhook` Lambda binary (Function URL / HTTP API payload): wires tracing, config and
-//! the handler.
+//! The `psp-webhook` Lambda binary (Function URL / HTTP API payload): wires tracing, the
+//! settings, the concrete store and adapters, and the handler. The only place that names
+//! concrete types.
 
 use lambda_http::{Body, Error, Request, Response, service_fn};
+use payouts_config::{Env, WebhookSettings};
+use payouts_core::clock::SystemClock;
+use payouts_psp::registry::registry_from_settings;
+use payouts_store_dynamodb::DynamoDbRepository;
 use psp_webhook::{WebhookApp, handle_webhook};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let app = WebhookApp::from_env().await?;
+    let settings = WebhookSettings::from_env(&Env::from_process())?;
+    let adapters = registry_from_settings(&settings.psp)?;
+    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbRepository::payouts_only(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &settings.payouts_table,
+    );
+    let app = WebhookApp {
+        store: Arc::new(store),
+        adapters,
+        clock: Arc::new(SystemClock),
+    };
     let app = &app;
     lambda_http::run(service_fn(move |request: Request| async move {
-        let now_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_secs = app.clock.now_ms() / 1000;
         let answer = handle_webhook(
             app,
             request.method(),
@@ -23,10 +38,11 @@ async fn main() -> Result<(), Error> {
             now_secs,
         )
         .await;
+        let (content_type, body) = answer.rendered();
         Response::builder()
             .status(answer.status)
-            .header("content-type", "application/json")
-            .body(Body::from(answer.body.to_string()))
+            .header("content-type", content_type)
+            .body(Body::from(body))
             .map_err(Error::from)
     }))
     .await

@@ -14,9 +14,10 @@
 //! `PAYOUTS_TABLE` / `USER_SETTINGS_TABLE`, else the local names of `infra/tables.json`.
 //! A batch's item statuses: `payouts-ops status --items BATCH_ID` (the operator CLI, `ops/`).
 
+use payouts_core::ports::webhook::ItemReference;
 use payouts_local::{emulator::LocalDynamoDb, seed, tables};
-use payouts_shared::psp::webhook;
-use payouts_shared::store::PayoutStore;
+use payouts_psp::stripe::webhook;
+use payouts_store_dynamodb::{DynamoDbRepository, PayoutRepository};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: payouts-local serve [--port N] | setup [--seed FILE] \
@@ -89,12 +90,12 @@ async fn setup(seed_file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn store() -> PayoutStore {
+async fn store() -> DynamoDbRepository {
     let names: Vec<String> = tables::definitions()
         .iter()
         .map(|d| d.name_from_env())
         .collect();
-    PayoutStore::new(client().await, &names[0], &names[1])
+    DynamoDbRepository::new(client().await, &names[0], &names[1])
 }
 
 async fn sign_webhook(
@@ -129,11 +130,11 @@ async fn sign_webhook(
             item.status
         )
     })?;
-    let reference = webhook::ItemReference {
+    let reference = ItemReference {
         batch_id: batch_id.to_owned(),
         item_id: item_id.to_owned(),
     };
-    let now_secs = payouts_shared::store::now_ms() / 1000;
+    let now_secs = payouts_core::clock::now_ms() / 1000;
     let event_id = format!("evt_local_{item_id}_{now_secs}");
     let body = webhook::transfer_event_json(&event_id, event_type, &transfer_id, &reference, None);
     std::fs::write(body_file, &body).map_err(|e| format!("cannot write {body_file}: {e}"))?;

@@ -5,11 +5,12 @@
 //! measured here is the executor's own (plus the sandbox PSP's in-memory ledger).
 
 use integration_tests::{RequestCounter, items, verified_users};
+use payouts_core::clock::SystemClock;
+use payouts_core::executor::{Executor, ExecutorConfig};
+use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_local::tables;
-use payouts_shared::executor::{Executor, ExecutorConfig};
-use payouts_shared::psp::PaymentAdapterFactory;
-use payouts_shared::psp::sandbox::SandboxPsp;
-use payouts_shared::store::PayoutStore;
+use payouts_psp::sandbox::SandboxPsp;
+use payouts_store_dynamodb::DynamoDbRepository;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -56,7 +57,7 @@ async fn main() {
             .await
             .unwrap();
     }
-    let store = PayoutStore::new(client, "payouts", "user-settings");
+    let store = DynamoDbRepository::new(client, "payouts", "user-settings");
     let env = Seeder {
         store: store.clone(),
     };
@@ -156,7 +157,7 @@ fn floor(items: usize) -> f64 {
 }
 
 async fn run(
-    store: &PayoutStore,
+    store: &DynamoDbRepository,
     batch_id: &str,
     count: usize,
     config: ExecutorConfig,
@@ -164,9 +165,10 @@ async fn run(
 ) -> (f64, f64) {
     let psp = Arc::new(SandboxPsp::new(LATENCY));
     let executor = Executor::new(
-        store.clone(),
-        PaymentAdapterFactory::new().with_adapter(psp.clone()),
+        Arc::new(store.clone()),
+        PaymentAdapterRegistry::new().register(psp.clone()),
         config,
+        Arc::new(SystemClock),
     );
     requests.reset();
     let started = Instant::now();
@@ -184,13 +186,14 @@ async fn run(
 }
 
 struct Seeder {
-    store: PayoutStore,
+    store: DynamoDbRepository,
 }
 
 impl Seeder {
     async fn seed(&self, batch_id: &str, count: usize) {
         use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-        use payouts_shared::store::dynamodb::{attr, keys, s};
+        use payouts_store_dynamodb::s;
+        use payouts_store_dynamodb::schema::{attr, keys};
         let batch = items(count, "12.34");
         let mut writes = vec![record([
             (attr::PK, s(keys::batch_pk(batch_id))),

@@ -1,0 +1,187 @@
+//! One settings tree per function, read from the environment once at start-up: every value
+//! typed, every invalid value an error that names the variable and what it should be, secrets
+//! wrapped in [`Secret`] so no `Debug` or log line ever shows them, and the tree logged
+//! (redacted) so an operator sees what an instance runs with. The variables are the README's
+//! configuration table.
+
+mod env;
+mod psp;
+mod secret;
+
+pub use env::Env;
+pub use psp::{PspSettings, SandboxSettings, StripeSettings};
+pub use secret::Secret;
+
+use payouts_core::executor::ExecutorConfig;
+
+/// A setting in the environment that cannot be used. The function refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is not valid: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("required setting {0} is not set")]
+    Missing(&'static str),
+}
+
+/// The `payout-execute` function's settings.
+#[derive(Debug, Clone)]
+pub struct ExecuteSettings {
+    /// `PAYOUTS_TABLE`.
+    pub payouts_table: String,
+    /// `USER_SETTINGS_TABLE`.
+    pub user_settings_table: String,
+    /// `PAYOUT_CONCURRENCY`, `PAYOUT_LEASE_SECONDS`, `PAYOUT_PSP_TIMEOUT_SECONDS`.
+    pub executor: ExecutorConfig,
+    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch that runs out of time is continued; unset falls
+    /// back to SQS's redelivery.
+    pub jobs_queue_url: Option<String>,
+    pub psp: PspSettings,
+}
+
+impl ExecuteSettings {
+    /// Reads and checks every setting of `payout-execute`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(ExecuteSettings {
+            payouts_table: env.required("PAYOUTS_TABLE")?,
+            user_settings_table: env.required("USER_SETTINGS_TABLE")?,
+            executor: executor_config(env)?,
+            jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
+            psp: PspSettings::from_env(env)?,
+        })
+    }
+}
+
+/// The `psp-webhook` function's settings: it reads only the payouts table, and holds only the
+/// PSPs' webhook secrets (an adapter without its API key verifies events and refuses to pay).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `PAYOUTS_TABLE`.
+    pub payouts_table: String,
+    pub psp: PspSettings,
+}
+
+impl WebhookSettings {
+    /// Reads and checks every setting of `psp-webhook`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(WebhookSettings {
+            payouts_table: env.required("PAYOUTS_TABLE")?,
+            psp: PspSettings::from_env(env)?,
+        })
+    }
+}
+
+/// The executor's settings, defaults kept for unset ones; the lease must outlive a PSP call.
+fn executor_config(env: &Env) -> Result<ExecutorConfig, ConfigError> {
+    let mut config = ExecutorConfig::default();
+    if let Some(concurrency) = env.integer("PAYOUT_CONCURRENCY", 1..=1024)? {
+        config.concurrency = concurrency as usize;
+    }
+    config.lease = env.seconds("PAYOUT_LEASE_SECONDS")?.unwrap_or(config.lease);
+    config.psp_timeout = env
+        .seconds("PAYOUT_PSP_TIMEOUT_SECONDS")?
+        .unwrap_or(config.psp_timeout);
+    if config.lease <= config.psp_timeout {
+        return Err(ConfigError::Invalid {
+            name: "PAYOUT_LEASE_SECONDS",
+            value: format!("{:?}", config.lease.as_secs_f64()),
+            expected: "longer than PAYOUT_PSP_TIMEOUT_SECONDS, so a live attempt is never taken over",
+        });
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn execute(pairs: &[(&str, &str)]) -> Result<ExecuteSettings, ConfigError> {
+        let mut all = vec![("PAYOUTS_TABLE", "p"), ("USER_SETTINGS_TABLE", "u")];
+        all.extend_from_slice(pairs);
+        ExecuteSettings::from_env(&Env::from_pairs(&all))
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let settings = execute(&[]).unwrap();
+        assert_eq!(settings.executor, ExecutorConfig::default());
+        assert!(settings.psp.sandbox.is_none() && settings.psp.stripe.is_none());
+        let settings = execute(&[
+            ("PAYOUT_CONCURRENCY", "8"),
+            ("PAYOUT_LEASE_SECONDS", "30"),
+            ("PAYOUT_PSP_TIMEOUT_SECONDS", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!(settings.executor.concurrency, 8);
+        assert_eq!(settings.executor.psp_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn every_invalid_value_is_an_error_naming_the_variable() {
+        for (name, value) in [
+            ("PAYOUT_CONCURRENCY", "0"),
+            ("PAYOUT_CONCURRENCY", "many"),
+            ("PAYOUT_LEASE_SECONDS", "-1"),
+            ("PAYOUT_PSP_TIMEOUT_SECONDS", "abc"),
+            ("SANDBOX_PSP_ENABLED", "yes please"),
+            ("SANDBOX_PSP_LATENCY_MS", "abc"),
+            ("STRIPE_MAX_REQUESTS_PER_SECOND", "0"),
+            ("STRIPE_TIMEOUT_SECONDS", "forever"),
+        ] {
+            let mut pairs = vec![(name, value)];
+            if name.starts_with("SANDBOX_PSP_LATENCY") {
+                pairs.push(("SANDBOX_PSP_ENABLED", "true"));
+            }
+            if name.starts_with("STRIPE") {
+                pairs.push(("STRIPE_SECRET_KEY", "sk_test_x"));
+            }
+            match execute(&pairs) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ExecuteSettings::from_env(&Env::from_pairs(&[("PAYOUTS_TABLE", "p")])).unwrap_err(),
+            ConfigError::Missing("USER_SETTINGS_TABLE")
+        );
+    }
+
+    #[test]
+    fn a_lease_must_outlive_the_psp_timeout() {
+        let err = execute(&[
+            ("PAYOUT_LEASE_SECONDS", "5"),
+            ("PAYOUT_PSP_TIMEOUT_SECONDS", "5"),
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "PAYOUT_LEASE_SECONDS",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let settings = execute(&[
+            ("STRIPE_SECRET_KEY", "sk_test_very_secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_new_secret,whsec_old_secret"),
+            ("SANDBOX_PSP_ENABLED", "1"),
+            ("SANDBOX_WEBHOOK_SECRET", "whsec_sandbox_secret"),
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("sk_test") && !shown.contains("whsec"),
+            "{shown}"
+        );
+        let stripe = settings.psp.stripe.unwrap();
+        assert_eq!(stripe.webhook_secrets.len(), 2);
+        assert_eq!(stripe.webhook_secrets[1].expose(), "whsec_old_secret");
+    }
+}

@@ -1,0 +1,108 @@
+//! Each PSP's settings: one struct per PSP, one field for it on [`PspSettings`]. An adapter is
+//! built from these by `payouts_psp::registry`; a PSP whose settings are absent is not offered.
+
+use crate::{ConfigError, Env, Secret};
+use std::time::Duration;
+
+/// The settings of every PSP this deployment may pay through; `None` = not enabled here.
+#[derive(Debug, Clone, Default)]
+pub struct PspSettings {
+    pub sandbox: Option<SandboxSettings>,
+    pub stripe: Option<StripeSettings>,
+}
+
+impl PspSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(PspSettings {
+            sandbox: SandboxSettings::from_env(env)?,
+            stripe: StripeSettings::from_env(env)?,
+        })
+    }
+}
+
+/// The in-process sandbox PSP (local runs and tests; never in prod).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSettings {
+    /// `SANDBOX_PSP_LATENCY_MS`: how long each call takes.
+    pub latency: Duration,
+    /// `SANDBOX_WEBHOOK_SECRET`, comma-separated during a rotation (newest first).
+    pub webhook_secrets: Vec<Secret>,
+}
+
+impl SandboxSettings {
+    /// Present when `SANDBOX_PSP_ENABLED` is `true`/`1`.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        if !env.flag("SANDBOX_PSP_ENABLED")? {
+            return Ok(None);
+        }
+        Ok(Some(SandboxSettings {
+            latency: env.millis("SANDBOX_PSP_LATENCY_MS")?.unwrap_or_default(),
+            webhook_secrets: env.secrets("SANDBOX_WEBHOOK_SECRET"),
+        }))
+    }
+}
+
+/// Stripe Connect transfers.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    /// `STRIPE_API_BASE`; `http://` only on loopback (a local fake Stripe).
+    pub api_base: String,
+    /// `STRIPE_SECRET_KEY`; `None` in the webhook function, whose adapter only verifies events.
+    pub secret_key: Option<Secret>,
+    /// `STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation.
+    pub webhook_secrets: Vec<Secret>,
+    /// `STRIPE_MAX_REQUESTS_PER_SECOND`: request starts per second, for this process.
+    pub max_requests_per_second: u32,
+    /// `STRIPE_TIMEOUT_SECONDS`: bound on one HTTP exchange.
+    pub request_timeout: Duration,
+    /// `STRIPE_RECONCILE_SETTLE_SECONDS`: wait after the last call under a key before a lookup
+    /// by reference is trusted.
+    pub settle_delay: Duration,
+}
+
+impl StripeSettings {
+    pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
+    /// Under test mode's ~25/s per endpoint (live allows ~100/s).
+    pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 20;
+    /// Under the executor's default PSP timeout, so the adapter's own classification is what
+    /// the executor sees.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(10);
+
+    /// The defaults, with `secret_key` (empty: verify-only).
+    pub fn new(secret_key: &str) -> Self {
+        let secret_key = secret_key.trim();
+        StripeSettings {
+            api_base: Self::DEFAULT_API_BASE.to_owned(),
+            secret_key: (!secret_key.is_empty()).then(|| Secret::from(secret_key)),
+            webhook_secrets: Vec::new(),
+            max_requests_per_second: Self::DEFAULT_MAX_REQUESTS_PER_SECOND,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            settle_delay: Self::DEFAULT_SETTLE_DELAY,
+        }
+    }
+
+    /// Present when `STRIPE_SECRET_KEY` or `STRIPE_WEBHOOK_SECRET` is set.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let secret_key = env.value("STRIPE_SECRET_KEY");
+        let webhook_secrets = env.secrets("STRIPE_WEBHOOK_SECRET");
+        if secret_key.is_none() && webhook_secrets.is_empty() {
+            return Ok(None);
+        }
+        let mut settings = StripeSettings::new(secret_key.as_deref().unwrap_or_default());
+        settings.webhook_secrets = webhook_secrets;
+        if let Some(base) = env.value("STRIPE_API_BASE") {
+            settings.api_base = base;
+        }
+        if let Some(rate) = env.integer("STRIPE_MAX_REQUESTS_PER_SECOND", 1..=1000)? {
+            settings.max_requests_per_second = rate;
+        }
+        settings.request_timeout = env
+            .seconds("STRIPE_TIMEOUT_SECONDS")?
+            .unwrap_or(settings.request_timeout);
+        settings.settle_delay = env
+            .seconds("STRIPE_RECONCILE_SETTLE_SECONDS")?
+            .unwrap_or(settings.settle_delay);
+        Ok(Some(settings))
+    }
+}

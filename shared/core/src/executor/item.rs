@@ -1,0 +1,520 @@
+//! One item's attempt: claim → (reconcile) → pay → record, each step a small function. Every
+//! write after the claim is fenced on the claim, so a superseded attempt changes nothing.
+
+use super::summary::ItemOutcome;
+use super::{Executor, ItemToPay};
+use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
+use crate::money::PayoutAmount;
+use crate::ports::payment::{
+    IdempotencyKey, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+};
+use crate::ports::repository::{Claim, ClaimOutcome, CurrentKey, StoreError, TransitionOutcome};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// What a reconciliation left to do.
+enum Reconciled {
+    /// The transfer is certainly absent and the claim now holds a fresh key generation: pay.
+    Absent,
+    /// Nothing more to do in this attempt.
+    Done(ItemOutcome),
+}
+
+impl Executor {
+    /// One item in its own span; a store error is counted as retryable, never lost.
+    pub(super) async fn run_item(
+        &self,
+        batch: &PayoutBatch,
+        adapter: &dyn PaymentAdapter,
+        work: ItemToPay,
+        start_by: Option<Instant>,
+    ) -> ItemOutcome {
+        let span = info_span!("item", batch_id = %work.item.batch_id, item_id = %work.item.item_id);
+        match self
+            .pay_item(batch, adapter, work, start_by)
+            .instrument(span)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                error!(error = %err, "storage error; the item will be retried");
+                ItemOutcome::Retryable
+            }
+        }
+    }
+
+    async fn pay_item(
+        &self,
+        batch: &PayoutBatch,
+        adapter: &dyn PaymentAdapter,
+        ItemToPay {
+            item,
+            amount,
+            method,
+        }: ItemToPay,
+        start_by: Option<Instant>,
+    ) -> Result<ItemOutcome, StoreError> {
+        let destination = match self
+            .payable_destination(&item, method.as_ref(), batch)
+            .await?
+        {
+            Ok(account) => account,
+            Err(outcome) => return Ok(outcome),
+        };
+        if start_by.is_some_and(|t| Instant::now() >= t) {
+            return Ok(ItemOutcome::Deferred);
+        }
+        let reconcile = reconciliation_due(&item, adapter.key_reuse_window(), self.now_ms());
+        if let Some(why) = reconcile
+            && !self.settled_for_lookup(&item, adapter, why)
+        {
+            return Ok(ItemOutcome::Retryable);
+        }
+        let mut claim = match self
+            .store
+            .claim(&item, self.now_ms(), self.config.lease)
+            .await?
+        {
+            ClaimOutcome::Claimed(claim) => claim,
+            ClaimOutcome::Lost { current } => {
+                info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
+                return Ok(ItemOutcome::Skipped);
+            }
+        };
+        info!(
+            from = %item.status, to = %ItemStatus::Submitting, attempt = claim.attempt,
+            key_generation = claim.key_generation, "item transition"
+        );
+        let mut request = transfer_request(batch, &item, &claim, destination, &amount);
+        if let Some(why) = reconcile {
+            match self
+                .reconcile(adapter, &mut claim, &mut request, why)
+                .await?
+            {
+                Reconciled::Absent => {}
+                Reconciled::Done(outcome) => return Ok(outcome),
+            }
+        }
+        let answer = self
+            .within_psp_timeout(adapter.submit_transfer(&request))
+            .await
+            .unwrap_or_else(|reason| Err(PaymentError::OutcomeUnknown { reason }));
+        self.record(&claim, answer).await
+    }
+
+    /// The recipient's account for this batch, or the outcome for an item that cannot be paid
+    /// to anyone now (held for KYC, or retried when an earlier attempt may have paid it).
+    async fn payable_destination(
+        &self,
+        item: &PayoutItem,
+        method: Option<&PayoutMethod>,
+        batch: &PayoutBatch,
+    ) -> Result<Result<String, ItemOutcome>, StoreError> {
+        match PayoutMethod::payable_account(method, &batch.provider) {
+            Ok(account) => Ok(Ok(account.to_owned())),
+            // An earlier attempt may have paid this item; it must not be parked in `pending_kyc`
+            // (which would later be paid under the same key to whatever account is then on
+            // file) nor re-driven to an account that is no longer payable. Retried, so it ends
+            // in the DLQ (alarmed) if nobody fixes the recipient.
+            Err(reason) if item.status == ItemStatus::Submitting => {
+                warn!(%reason, attempt = item.attempt.attempt, "item left submitting by an earlier attempt, but its recipient can no longer be paid; needs the recipient fixed or a manual reconciliation");
+                Ok(Err(ItemOutcome::Retryable))
+            }
+            Err(reason) => Ok(Err(self.hold_for_kyc(item, &reason).await?)),
+        }
+    }
+
+    /// Whether the PSP has had its settle delay since the last call under the current key, so a
+    /// lookup by reference shows everything that call could have made.
+    fn settled_for_lookup(
+        &self,
+        item: &PayoutItem,
+        adapter: &dyn PaymentAdapter,
+        why: &'static str,
+    ) -> bool {
+        let settle = adapter.reconciliation_settle_delay().as_millis() as u64;
+        let last_call = item
+            .attempt
+            .reconcile_since_ms
+            .max(item.attempt.updated_ms)
+            .unwrap_or(0);
+        let settled = self.now_ms() >= last_call.saturating_add(settle);
+        if !settled {
+            info!(
+                reason = why,
+                settle_ms = settle,
+                "outcome unknown under the current key; left to settle before the lookup by reference"
+            );
+        }
+        settled
+    }
+
+    /// Runs one PSP call under the configured bound; `Err` says no answer came in time.
+    async fn within_psp_timeout<T>(&self, call: impl Future<Output = T>) -> Result<T, String> {
+        tokio::time::timeout(self.config.psp_timeout, call)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.config.psp_timeout))
+    }
+
+    /// Reconciliation (`docs/design.md#reconciliation`): the current key cannot tell what an
+    /// earlier call did, so the transfer is looked up by reference. Found → recorded as the
+    /// item's transfer, never paid again. Certainly absent → the item moves to the next key
+    /// generation (one write fenced on this attempt and on the generation being left) and
+    /// `request` carries the new key. A failed lookup releases the item; the next attempt looks
+    /// again.
+    async fn reconcile(
+        &self,
+        adapter: &dyn PaymentAdapter,
+        claim: &mut Claim,
+        request: &mut TransferRequest,
+        why: &'static str,
+    ) -> Result<Reconciled, StoreError> {
+        let found = self
+            .within_psp_timeout(adapter.find_transfer(request))
+            .await
+            .unwrap_or_else(|reason| {
+                Err(PaymentError::Transient {
+                    reason,
+                    retry_after: None,
+                })
+            });
+        match found {
+            Ok(Some(receipt)) => {
+                info!(
+                    attempt = claim.attempt, reason = why, provider_payout_id = %receipt.provider_payout_id,
+                    "reconciliation found the item's transfer: recorded, not paid again"
+                );
+                Ok(Reconciled::Done(self.record(claim, Ok(receipt)).await?))
+            }
+            Err(err) => {
+                warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
+                self.store
+                    .release(claim, CurrentKey::Settled, self.now_ms())
+                    .await?;
+                Ok(Reconciled::Done(ItemOutcome::Retryable))
+            }
+            Ok(None) => self.move_to_next_key(claim, request, why).await,
+        }
+    }
+
+    /// The transfer is certainly absent: the claim moves to the next key generation, if its
+    /// lease still has room for the payment.
+    async fn move_to_next_key(
+        &self,
+        claim: &mut Claim,
+        request: &mut TransferRequest,
+        why: &'static str,
+    ) -> Result<Reconciled, StoreError> {
+        let lease_left = claim.lease_until_ms.saturating_sub(self.now_ms());
+        if lease_left <= (self.config.psp_timeout + Duration::from_secs(1)).as_millis() as u64 {
+            info!(
+                attempt = claim.attempt,
+                "transfer certainly absent, but the lease has no room for the payment; left to the next attempt"
+            );
+            self.store
+                .release(claim, CurrentKey::Settled, self.now_ms())
+                .await?;
+            return Ok(Reconciled::Done(ItemOutcome::Retryable));
+        }
+        let left = claim.key_generation;
+        match self
+            .store
+            .advance_key_generation(claim, self.now_ms())
+            .await?
+        {
+            TransitionOutcome::Applied => {
+                info!(
+                    attempt = claim.attempt,
+                    reason = why,
+                    from_generation = left,
+                    key_generation = claim.key_generation,
+                    "reconciliation: no transfer under the old key; paying under the next key generation"
+                );
+                request.idempotency_key = IdempotencyKey::for_item(
+                    &request.batch_id,
+                    &request.item_id,
+                    claim.key_generation,
+                );
+                Ok(Reconciled::Absent)
+            }
+            TransitionOutcome::Superseded { current } => {
+                warn!(attempt = claim.attempt, current = ?current.map(ItemStatus::as_str), "item moved on during reconciliation; not paid");
+                Ok(Reconciled::Done(ItemOutcome::Skipped))
+            }
+        }
+    }
+
+    /// Records the PSP's answer under the claim's fence.
+    async fn record(
+        &self,
+        claim: &Claim,
+        answer: Result<TransferReceipt, PaymentError>,
+    ) -> Result<ItemOutcome, StoreError> {
+        let now = self.now_ms();
+        match answer {
+            Ok(receipt) => self.record_accepted(claim, &receipt, now).await,
+            Err(PaymentError::Rejected { code, message }) => {
+                let reason = format!("{code}: {message}");
+                self.record_rejected(claim, &reason, CurrentKey::Settled, now)
+                    .await
+            }
+            Err(PaymentError::KeyConflict { code, message }) => {
+                let reason = format!("{code}: {message}");
+                error!(attempt = claim.attempt, reason = %reason, "the PSP refused the key as used with other parameters: the item is failed and will be reconciled by lookup before any new key is used");
+                self.record_rejected(claim, &reason, CurrentKey::NeedsLookup, now)
+                    .await
+            }
+            Err(unknown @ PaymentError::NeedsReconciliation { .. }) => {
+                warn!(attempt = claim.attempt, error = %unknown, "the PSP stored an unknown outcome under this key; lease released, the next attempt reconciles by lookup instead of resending the key");
+                self.store
+                    .release(claim, CurrentKey::NeedsLookup, now)
+                    .await?;
+                Ok(ItemOutcome::Retryable)
+            }
+            Err(retryable) => {
+                warn!(attempt = claim.attempt, error = %retryable, "PSP call did not complete; lease released, the item will be retried with the same key");
+                self.store.release(claim, CurrentKey::Settled, now).await?;
+                Ok(ItemOutcome::Retryable)
+            }
+        }
+    }
+
+    async fn record_accepted(
+        &self,
+        claim: &Claim,
+        receipt: &TransferReceipt,
+        now: u64,
+    ) -> Result<ItemOutcome, StoreError> {
+        match self
+            .store
+            .record_accepted(claim, &receipt.provider_payout_id, now)
+            .await?
+        {
+            TransitionOutcome::Applied => info!(
+                from = %ItemStatus::Submitting, to = %ItemStatus::Processing, attempt = claim.attempt,
+                provider_payout_id = %receipt.provider_payout_id, replayed = receipt.replayed, "item transition"
+            ),
+            TransitionOutcome::Superseded { current } => warn!(
+                attempt = claim.attempt, provider_payout_id = %receipt.provider_payout_id,
+                current = ?current.map(ItemStatus::as_str),
+                "PSP accepted, but the item moved on meanwhile (webhook or newer attempt); not overwritten"
+            ),
+        }
+        Ok(ItemOutcome::Submitted)
+    }
+
+    async fn record_rejected(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        key: CurrentKey,
+        now: u64,
+    ) -> Result<ItemOutcome, StoreError> {
+        match self.store.record_rejected(claim, reason, key, now).await? {
+            TransitionOutcome::Applied => {
+                info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, reconcile = (key == CurrentKey::NeedsLookup), "item transition");
+                Ok(ItemOutcome::Failed)
+            }
+            TransitionOutcome::Superseded { current } => {
+                warn!(attempt = claim.attempt, reason = %reason, current = ?current.map(ItemStatus::as_str), "PSP rejected, but the item moved on meanwhile; not overwritten");
+                Ok(ItemOutcome::Skipped)
+            }
+        }
+    }
+
+    async fn hold_for_kyc(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+    ) -> Result<ItemOutcome, StoreError> {
+        if item.status == ItemStatus::PendingKyc && item.failure_reason.as_deref() == Some(reason) {
+            return Ok(ItemOutcome::PendingKyc);
+        }
+        match self
+            .store
+            .mark_pending_kyc(item, reason, self.now_ms())
+            .await?
+        {
+            TransitionOutcome::Applied => {
+                info!(from = %item.status, to = %ItemStatus::PendingKyc, reason, "item transition");
+                Ok(ItemOutcome::PendingKyc)
+            }
+            TransitionOutcome::Superseded { current } => {
+                info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
+                Ok(ItemOutcome::Skipped)
+            }
+        }
+    }
+}
+
+/// The transfer a claimed item asks for, under the claim's key generation.
+fn transfer_request(
+    batch: &PayoutBatch,
+    item: &PayoutItem,
+    claim: &Claim,
+    destination: String,
+    amount: &PayoutAmount,
+) -> TransferRequest {
+    TransferRequest {
+        idempotency_key: IdempotencyKey::for_item(
+            &batch.batch_id,
+            &item.item_id,
+            claim.key_generation,
+        ),
+        batch_id: batch.batch_id.clone(),
+        item_id: item.item_id.clone(),
+        destination,
+        amount_minor: amount.minor_units,
+        currency: amount.currency.clone(),
+    }
+}
+
+/// Why an item's earlier outcome must be looked up by reference before its key is sent
+/// (again), or `None` when the current key can still answer for it. `key_reuse_window` is the
+/// adapter's (`None`: the PSP keeps keys forever).
+pub(crate) fn reconciliation_due(
+    item: &PayoutItem,
+    key_reuse_window: Option<Duration>,
+    now: u64,
+) -> Option<&'static str> {
+    if item.attempt.reconcile_since_ms.is_some() {
+        return Some("the PSP stored an unknown outcome under the current key");
+    }
+    // Only a `submitting` item's current key may have been sent without a known outcome.
+    if item.status != ItemStatus::Submitting {
+        return None;
+    }
+    let window = key_reuse_window?.as_millis() as u64;
+    match item.attempt.key_first_used_ms {
+        None => Some("the current key's first use is not recorded; the PSP may have forgotten it"),
+        Some(first) if now.saturating_sub(first) >= window => {
+            Some("the current key is older than the PSP is trusted to keep it")
+        }
+        Some(_) => None,
+    }
+}
+
+/// Sorts a read item into "needs work" (with its validated amount) or an outcome needing none.
+pub(super) fn sort_read_item(
+    batch: &PayoutBatch,
+    decoded: Result<PayoutItem, StoreError>,
+    now: u64,
+) -> Result<(PayoutItem, PayoutAmount), ItemOutcome> {
+    let item = decoded.map_err(|err| {
+        error!(batch_id = %batch.batch_id, error = %err, "unreadable item skipped; nothing written");
+        ItemOutcome::Invalid
+    })?;
+    match item.status {
+        ItemStatus::Processing | ItemStatus::Paid => return Err(ItemOutcome::Skipped),
+        ItemStatus::Submitting if item.is_leased_at(now) => return Err(ItemOutcome::InFlight),
+        _ => {}
+    }
+    match PayoutAmount::parse(&item.net_amount, &batch.currency) {
+        Ok(amount) => Ok((item, amount)),
+        Err(err) => {
+            error!(batch_id = %batch.batch_id, item_id = %item.item_id, error = %err, "item has an unpayable amount; skipped, nothing written");
+            Err(ItemOutcome::Invalid)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AttemptState;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    fn item(status: ItemStatus, attempt: AttemptState) -> PayoutItem {
+        PayoutItem {
+            batch_id: "b1".into(),
+            item_id: "i1".into(),
+            user_id: "u1".into(),
+            net_amount: "1.00".into(),
+            status,
+            failure_reason: None,
+            provider_payout_id: None,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn reconciliation_is_due_for_stored_unknowns_and_keys_past_their_window() {
+        let window = Some(Duration::from_millis(23 * HOUR_MS));
+        let now = 100 * HOUR_MS;
+        let fresh = AttemptState {
+            key_first_used_ms: Some(now - HOUR_MS),
+            ..AttemptState::default()
+        };
+        assert_eq!(
+            reconciliation_due(&item(ItemStatus::Submitting, fresh), window, now),
+            None
+        );
+        let old = AttemptState {
+            key_first_used_ms: Some(now - 23 * HOUR_MS),
+            ..fresh
+        };
+        assert!(reconciliation_due(&item(ItemStatus::Submitting, old), window, now).is_some());
+        assert_eq!(
+            reconciliation_due(&item(ItemStatus::Submitting, old), None, now),
+            None,
+            "a PSP that keeps keys forever never needs a lookup for age"
+        );
+        let unrecorded = AttemptState {
+            key_first_used_ms: None,
+            ..fresh
+        };
+        assert!(
+            reconciliation_due(&item(ItemStatus::Submitting, unrecorded), window, now).is_some()
+        );
+        assert_eq!(
+            reconciliation_due(&item(ItemStatus::Pending, unrecorded), window, now),
+            None,
+            "only a submitting item's key may have been sent without a known outcome"
+        );
+        let stored_unknown = AttemptState {
+            reconcile_since_ms: Some(now),
+            ..fresh
+        };
+        assert!(reconciliation_due(&item(ItemStatus::Failed, stored_unknown), None, now).is_some());
+    }
+
+    #[test]
+    fn only_unleased_claimable_items_with_payable_amounts_need_work() {
+        let batch = PayoutBatch {
+            batch_id: "b1".into(),
+            provider: "sandbox".into(),
+            currency: "USD".into(),
+            status: "pending".into(),
+        };
+        let now = 1_000;
+        let sort =
+            |item: PayoutItem| sort_read_item(&batch, Ok(item), now).map(|(_, a)| a.minor_units);
+        assert_eq!(
+            sort(item(ItemStatus::Pending, AttemptState::default())),
+            Ok(100)
+        );
+        assert_eq!(
+            sort(item(ItemStatus::Paid, AttemptState::default())),
+            Err(ItemOutcome::Skipped)
+        );
+        let leased = AttemptState {
+            lease_until_ms: Some(now + 1),
+            ..AttemptState::default()
+        };
+        assert_eq!(
+            sort(item(ItemStatus::Submitting, leased)),
+            Err(ItemOutcome::InFlight)
+        );
+        let expired = AttemptState {
+            lease_until_ms: Some(now),
+            ..AttemptState::default()
+        };
+        assert_eq!(sort(item(ItemStatus::Submitting, expired)), Ok(100));
+        let mut unpayable = item(ItemStatus::Pending, AttemptState::default());
+        unpayable.net_amount = "1.001".into();
+        assert_eq!(sort(unpayable), Err(ItemOutcome::Invalid));
+    }
+}

@@ -1,0 +1,248 @@
+//! The executor: pays one batch with the claim → pay → record protocol
+//! (`docs/design.md#the-item-protocol-claim-pay-record`). Items are read page by page and
+//! streamed to a bounded pool of PSP calls, so memory stays flat whatever the batch size, and
+//! it stops starting items when the caller's deadline draws near.
+
+mod item;
+mod summary;
+
+pub use summary::BatchSummary;
+
+use crate::clock::Clock;
+use crate::domain::{PayoutBatch, PayoutItem, PayoutMethod};
+use crate::money::{PayoutAmount, currency_exponent};
+use crate::ports::repository::{PayoutRepository, StoreError};
+use crate::registry::{PaymentAdapterRegistry, UnknownProvider};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// How the executor runs; `payouts-config` reads it from the environment (README's table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutorConfig {
+    /// PSP calls in flight at once.
+    pub concurrency: usize,
+    /// How long a claim holds an item; must outlive one bounded PSP call plus its record write.
+    pub lease: Duration,
+    /// Upper bound on one PSP call; past it the outcome is unknown and the item is re-driven later.
+    pub psp_timeout: Duration,
+    /// Items per Query page; `None` lets the store fill its largest pages.
+    pub page_size: Option<i32>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            concurrency: 32,
+            lease: Duration::from_secs(120),
+            psp_timeout: Duration::from_secs(15),
+            page_size: None,
+        }
+    }
+}
+
+impl ExecutorConfig {
+    /// Time kept free before the deadline when starting an item: one PSP call and its record.
+    fn start_reserve(&self) -> Duration {
+        self.psp_timeout + Duration::from_secs(1)
+    }
+}
+
+/// Why a batch could not be executed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("batch {0:?} does not exist in the payouts table")]
+    BatchNotFound(String),
+    #[error(transparent)]
+    UnknownProvider(#[from] UnknownProvider),
+    #[error("batch {batch_id:?} cannot be paid: {reason}")]
+    InvalidBatch { batch_id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ExecuteError {
+    /// Whether running the same job later may succeed (store trouble) rather than needing a fix.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExecuteError::Store(StoreError::Unavailable { .. }))
+    }
+}
+
+/// An item that may need work, with everything needed to do it: sent from the page reader to
+/// the pool of workers.
+struct ItemToPay {
+    item: PayoutItem,
+    amount: PayoutAmount,
+    method: Option<PayoutMethod>,
+}
+
+/// Pays batches. Build once per process and share.
+#[derive(Clone)]
+pub struct Executor {
+    store: Arc<dyn PayoutRepository>,
+    adapters: PaymentAdapterRegistry,
+    config: ExecutorConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl Executor {
+    pub fn new(
+        store: Arc<dyn PayoutRepository>,
+        adapters: PaymentAdapterRegistry,
+        config: ExecutorConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Executor {
+            store,
+            adapters,
+            config,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn PayoutRepository> {
+        &self.store
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Runs the protocol over every item of `batch_id` that is not already `processing`/`paid`.
+    /// Starts no item after `deadline` minus one PSP call's time. Errors only when the batch
+    /// itself cannot be run; per-item trouble is counted in the summary.
+    pub async fn execute_payout_batch(
+        &self,
+        batch_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<BatchSummary, ExecuteError> {
+        let batch = self
+            .store
+            .get_batch(batch_id)
+            .await?
+            .ok_or_else(|| ExecuteError::BatchNotFound(batch_id.to_owned()))?;
+        let adapter = self.adapters.adapter_for(&batch.provider)?;
+        currency_exponent(&batch.currency).map_err(|e| ExecuteError::InvalidBatch {
+            batch_id: batch_id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let start_by = deadline.map(|d| d.checked_sub(self.config.start_reserve()).unwrap_or(d));
+
+        let (work_tx, mut work_rx) = mpsc::channel::<ItemToPay>(self.config.concurrency * 2);
+        let read = self.read_items(&batch, work_tx, start_by);
+        let run = async {
+            let work = futures_util::stream::poll_fn(|cx| work_rx.poll_recv(cx));
+            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, start_by))
+                .buffer_unordered(self.config.concurrency)
+                .fold(BatchSummary::default(), |mut summary, outcome| async move {
+                    summary.count(outcome);
+                    summary
+                })
+                .await
+        };
+        let (mut summary, run_summary) = tokio::join!(read, run);
+        summary.absorb(run_summary);
+        summary.batch_id = batch_id.to_owned();
+        if !summary.needs_another_run() {
+            // A batch whose items all ended without a transfer (pending_kyc, failed) gets no
+            // webhook to complete it; the completion check here does.
+            if let Err(err) = self
+                .store
+                .refresh_batch_completion(batch_id, self.now_ms())
+                .await
+            {
+                warn!(batch_id, error = %err, "batch completion check failed; the next event or run repeats it");
+            }
+        }
+        info!(
+            batch_id,
+            provider = %batch.provider,
+            total = summary.total,
+            submitted = summary.submitted,
+            skipped = summary.skipped,
+            pending_kyc = summary.pending_kyc,
+            failed = summary.failed,
+            retryable = summary.retryable,
+            invalid = summary.invalid,
+            in_flight = summary.in_flight,
+            deferred = summary.deferred,
+            read_all_pages = summary.read_all_pages,
+            "payout batch summary"
+        );
+        Ok(summary)
+    }
+
+    /// Reads the batch page by page, counts what needs no work, and sends the rest (with the
+    /// recipients' methods, read in bulk per page) to the workers.
+    async fn read_items(
+        &self,
+        batch: &PayoutBatch,
+        work_tx: mpsc::Sender<ItemToPay>,
+        start_by: Option<Instant>,
+    ) -> BatchSummary {
+        let mut summary = BatchSummary::default();
+        let mut start = None;
+        loop {
+            if start_by.is_some_and(|t| Instant::now() >= t) {
+                info!(batch_id = %batch.batch_id, "deadline near: stopping before the next page");
+                return summary;
+            }
+            let page = match self
+                .store
+                .query_items_page(&batch.batch_id, start.take(), self.config.page_size)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    error!(batch_id = %batch.batch_id, error = %err, "reading items failed; the batch will be retried");
+                    summary.retryable += 1;
+                    return summary;
+                }
+            };
+            let now = self.now_ms();
+            let mut candidates = Vec::new();
+            for decoded in page.items {
+                summary.total += 1;
+                match item::sort_read_item(batch, decoded, now) {
+                    Ok(work) => candidates.push(work),
+                    Err(outcome) => summary.count(outcome),
+                }
+            }
+            let mut user_ids: Vec<String> = candidates
+                .iter()
+                .map(|(item, _)| item.user_id.clone())
+                .collect();
+            user_ids.sort_unstable();
+            user_ids.dedup();
+            let methods = match self.store.get_payout_methods(&user_ids).await {
+                Ok(methods) => methods,
+                Err(err) => {
+                    error!(batch_id = %batch.batch_id, error = %err, "reading recipients' settings failed; the batch will be retried");
+                    summary.retryable += candidates.len() as u64;
+                    return summary;
+                }
+            };
+            for (item, amount) in candidates {
+                let method = methods.get(&item.user_id).cloned();
+                let work = ItemToPay {
+                    item,
+                    amount,
+                    method,
+                };
+                if work_tx.send(work).await.is_err() {
+                    return summary;
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => {
+                    summary.read_all_pages = true;
+                    return summary;
+                }
+            }
+        }
+    }
+}

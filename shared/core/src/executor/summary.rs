@@ -1,0 +1,120 @@
+//! What one run did to a batch: the per-batch summary line, and the caller's basis for
+//! deciding whether the batch needs another run.
+
+use serde::Serialize;
+
+/// Counts of what a run did to a batch's items.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSummary {
+    pub batch_id: String,
+    /// Items read.
+    pub total: u64,
+    /// Items the PSP accepted in this run (now `processing`, or moved on by a webhook).
+    pub submitted: u64,
+    /// Items left alone: already `processing`/`paid`, or taken by a racing worker.
+    pub skipped: u64,
+    /// Items without a verified payout method.
+    pub pending_kyc: u64,
+    /// Items the PSP rejected for good.
+    pub failed: u64,
+    /// Items (or reads) that hit a retryable PSP or store error; a later run retries them.
+    pub retryable: u64,
+    /// Items whose record or amount is unusable; logged, nothing written, never paid.
+    pub invalid: u64,
+    /// Items held by another live attempt; a later run checks them once the lease ends.
+    pub in_flight: u64,
+    /// Items not started because the deadline was near; the next run continues with them.
+    pub deferred: u64,
+    /// False when the run stopped reading before the last page (deadline or read error).
+    pub read_all_pages: bool,
+}
+
+/// What became of one item in one run: the unit the summary counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemOutcome {
+    Submitted,
+    Skipped,
+    PendingKyc,
+    Failed,
+    Retryable,
+    Invalid,
+    InFlight,
+    Deferred,
+}
+
+impl BatchSummary {
+    /// Whether anything in the batch is left for another run to do.
+    pub fn needs_another_run(&self) -> bool {
+        self.retryable > 0 || self.in_flight > 0 || self.deferred > 0 || !self.read_all_pages
+    }
+
+    /// Whether only the time budget, not an error or another worker, kept the run from finishing:
+    /// the batch can be continued at once.
+    pub fn stopped_for_time(&self) -> bool {
+        self.retryable == 0 && self.in_flight == 0 && (self.deferred > 0 || !self.read_all_pages)
+    }
+
+    /// Adds `other`'s item counts to these (the reader's and the workers' halves of one run).
+    pub(crate) fn absorb(&mut self, other: BatchSummary) {
+        self.total += other.total;
+        self.submitted += other.submitted;
+        self.skipped += other.skipped;
+        self.pending_kyc += other.pending_kyc;
+        self.failed += other.failed;
+        self.retryable += other.retryable;
+        self.invalid += other.invalid;
+        self.in_flight += other.in_flight;
+        self.deferred += other.deferred;
+    }
+
+    pub(crate) fn count(&mut self, outcome: ItemOutcome) {
+        let counter = match outcome {
+            ItemOutcome::Submitted => &mut self.submitted,
+            ItemOutcome::Skipped => &mut self.skipped,
+            ItemOutcome::PendingKyc => &mut self.pending_kyc,
+            ItemOutcome::Failed => &mut self.failed,
+            ItemOutcome::Retryable => &mut self.retryable,
+            ItemOutcome::Invalid => &mut self.invalid,
+            ItemOutcome::InFlight => &mut self.in_flight,
+            ItemOutcome::Deferred => &mut self.deferred,
+        };
+        *counter += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_run_is_needed_for_anything_left_and_time_alone_allows_a_continuation() {
+        let done = BatchSummary {
+            read_all_pages: true,
+            submitted: 3,
+            ..BatchSummary::default()
+        };
+        assert!(!done.needs_another_run());
+        let deferred = BatchSummary {
+            deferred: 1,
+            ..done.clone()
+        };
+        assert!(deferred.needs_another_run() && deferred.stopped_for_time());
+        let unread = BatchSummary {
+            read_all_pages: false,
+            ..done.clone()
+        };
+        assert!(unread.needs_another_run() && unread.stopped_for_time());
+        let retry = BatchSummary {
+            retryable: 1,
+            deferred: 1,
+            ..done.clone()
+        };
+        assert!(retry.needs_another_run() && !retry.stopped_for_time());
+        let held = BatchSummary {
+            in_flight: 1,
+            ..done
+        };
+        assert!(held.needs_another_run() && !held.stopped_for_time());
+    }
+}

@@ -1,0 +1,118 @@
+//! The `payout.execute` job message (`docs/design.md#job-messages-and-their-fate`), and why a body is refused.
+
+use serde::{Deserialize, Serialize};
+
+/// The one job type this service executes.
+pub const PAYOUT_EXECUTE: &str = "payout.execute";
+
+/// A parsed `payout.execute` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutJob {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub payload: PayoutJobPayload,
+    #[serde(rename = "jobId", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// The job's payload: which batch to pay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutJobPayload {
+    #[serde(rename = "batchId")]
+    pub batch_id: String,
+}
+
+/// Why a message body is a poison message: retrying it can never succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("message has no body")]
+    MissingBody,
+    #[error(
+        "body is not a payout job ({0}); expected {{\"type\":\"payout.execute\",\"payload\":{{\"batchId\":\"…\"}}}}"
+    )]
+    Malformed(String),
+    #[error("unknown job type {0:?}; this function only executes \"payout.execute\"")]
+    UnknownType(String),
+    #[error("batchId is empty or not a plain identifier: {0:?}")]
+    BadBatchId(String),
+}
+
+impl PayoutJob {
+    /// A job for `batch_id`, as the executor enqueues to continue a batch.
+    pub fn for_batch(batch_id: &str, job_id: Option<String>) -> Self {
+        PayoutJob {
+            job_type: PAYOUT_EXECUTE.to_owned(),
+            payload: PayoutJobPayload {
+                batch_id: batch_id.to_owned(),
+            },
+            job_id,
+        }
+    }
+
+    /// Parses and validates an SQS body. The type is checked before the payload's shape, so
+    /// a job meant for another consumer is reported as such.
+    pub fn parse(body: Option<&str>) -> Result<Self, JobError> {
+        let body = body.ok_or(JobError::MissingBody)?;
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| JobError::Malformed(e.to_string()))?;
+        match value.get("type").and_then(|t| t.as_str()) {
+            Some(PAYOUT_EXECUTE) => {}
+            Some(other) => return Err(JobError::UnknownType(other.to_owned())),
+            None => return Err(JobError::Malformed("missing string field `type`".into())),
+        }
+        let job: PayoutJob =
+            serde_json::from_value(value).map_err(|e| JobError::Malformed(e.to_string()))?;
+        let id = &job.payload.batch_id;
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+        if id.is_empty() || id.len() > 200 || !id.chars().all(plain) {
+            return Err(JobError::BadBatchId(id.clone()));
+        }
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_shape() {
+        let job = PayoutJob::parse(Some(
+            r#"{"type":"payout.execute","payload":{"batchId":"b-2026-11-0001"},"jobId":"j1"}"#,
+        ))
+        .unwrap();
+        assert_eq!(job.payload.batch_id, "b-2026-11-0001");
+        assert_eq!(job.job_id.as_deref(), Some("j1"));
+        let round_trip = serde_json::to_string(&PayoutJob::for_batch("b1", None)).unwrap();
+        assert_eq!(
+            PayoutJob::parse(Some(&round_trip))
+                .unwrap()
+                .payload
+                .batch_id,
+            "b1"
+        );
+    }
+
+    #[test]
+    fn refuses_poison_with_a_reason() {
+        assert_eq!(PayoutJob::parse(None), Err(JobError::MissingBody));
+        assert!(matches!(
+            PayoutJob::parse(Some("{not json")),
+            Err(JobError::Malformed(_))
+        ));
+        assert!(matches!(
+            PayoutJob::parse(Some(r#"{"type":"payout.refund","payload":{"batchId":"b"}}"#)),
+            Err(JobError::UnknownType(t)) if t == "payout.refund"
+        ));
+        assert!(matches!(
+            PayoutJob::parse(Some(r#"{"type":"payout.execute","payload":{}}"#)),
+            Err(JobError::Malformed(_))
+        ));
+        assert!(matches!(
+            PayoutJob::parse(Some(
+                r#"{"type":"payout.execute","payload":{"batchId":"a b"}}"#
+            )),
+            Err(JobError::BadBatchId(_))
+        ));
+    }
+}

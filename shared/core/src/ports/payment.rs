@@ -1,0 +1,160 @@
+//! The PSP port: what the executor asks of a payment service provider, how every answer is
+//! classified (by what the executor must do next, never by a PSP's error text), and the stable
+//! idempotency key that makes a retried submission safe (`docs/design.md#idempotency-keys`).
+
+use crate::ports::webhook::WebhookVerifier;
+use std::fmt;
+use std::time::Duration;
+
+/// The PSP idempotency key of one item's transfer: derived from batch, item and key generation,
+/// never random and never per attempt, so a retry after a crash gets the original transfer back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key for `item_id` of `batch_id` at `generation` (the generation moves only when the
+    /// PSP is known to have made no transfer under the previous key).
+    pub fn for_item(batch_id: &str, item_id: &str, generation: u32) -> Self {
+        IdempotencyKey(format!("payout:{batch_id}:{item_id}:g{generation}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Metadata keys every adapter sends with a transfer, so webhooks and lookups find the item.
+pub const METADATA_BATCH_ID: &str = "batch_id";
+/// See [`METADATA_BATCH_ID`].
+pub const METADATA_ITEM_ID: &str = "item_id";
+
+/// One transfer the executor asks a PSP to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub batch_id: String,
+    pub item_id: String,
+    /// The recipient's account at the PSP (`providerAccountId`).
+    pub destination: String,
+    /// Integer minor units of `currency`, already validated by [`crate::money::PayoutAmount`].
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// The PSP accepted the transfer (now, or earlier under the same key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReceipt {
+    /// The PSP's id for the transfer, recorded as the item's `providerPayoutId`.
+    pub provider_payout_id: String,
+    /// True when the PSP answered from its idempotency store rather than making a new transfer.
+    pub replayed: bool,
+}
+
+/// How a submission failed, classified by what the executor must do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// The PSP refused for good (bad account, insufficient balance…): the item becomes `failed`
+    /// with this reason, and a later run retries under the next key generation.
+    #[error("rejected by the PSP ({code}): {message}")]
+    Rejected { code: String, message: String },
+    /// The PSP has this key from a request with other parameters (amount, currency or
+    /// destination changed since the first attempt). Nothing was done now, but a transfer may
+    /// exist under the key: the item is `failed` and reconciled by lookup before any new key.
+    #[error("the PSP holds this key for other parameters ({code}): {message}")]
+    KeyConflict { code: String, message: String },
+    /// The PSP refused our platform, not the item (credentials revoked, wrong key): nothing was
+    /// done; the item is retried once the configuration is fixed, and never marked `failed`.
+    #[error("the PSP refused this platform's request: {reason}")]
+    PlatformRefused { reason: String },
+    /// Nothing was done and trying again later may work (rate limit, PSP unavailable).
+    #[error("PSP temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The PSP may or may not have made the transfer (timeout, dropped connection). Retry with
+    /// the same key; the item keeps its key until reconciliation says otherwise.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown { reason: String },
+    /// The PSP may or may not have made the transfer, and the same key can no longer tell: it
+    /// stored an error under the key (Stripe replays a stored 5xx for 24 h). Do not send the key
+    /// again; look the transfer up by reference ([`PaymentAdapter::find_transfer`]) once the PSP
+    /// has settled, and move to the next key generation only if it is certainly absent.
+    #[error("outcome unknown, reconciliation needed: {reason}")]
+    NeedsReconciliation { reason: String },
+}
+
+impl PaymentError {
+    /// Whether the item should be retried by a later run (as opposed to marked `failed`).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            PaymentError::Rejected { .. } | PaymentError::KeyConflict { .. }
+        )
+    }
+
+    /// Whether the current key can no longer say what happened, so the transfer must be looked
+    /// up by reference before anything is paid again.
+    pub fn requires_reconciliation(&self) -> bool {
+        matches!(
+            self,
+            PaymentError::NeedsReconciliation { .. } | PaymentError::KeyConflict { .. }
+        )
+    }
+}
+
+/// A payment service provider, seen from the executor. Implementations must bound the time of
+/// one call, and must pass `idempotency_key` to the PSP so a repeated call is a replay. Every
+/// adapter also verifies its PSP's webhooks ([`WebhookVerifier`]).
+#[async_trait::async_trait]
+pub trait PaymentAdapter: WebhookVerifier {
+    /// The `provider` value of the batches this adapter pays (`stripe`, `sandbox`, …).
+    fn provider(&self) -> &str;
+
+    /// Submits one transfer under its idempotency key. The transfer must carry
+    /// `request.batch_id`/`item_id` as metadata ([`METADATA_BATCH_ID`], [`METADATA_ITEM_ID`])
+    /// so webhooks and reconciliation can find the item.
+    async fn submit_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<TransferReceipt, PaymentError>;
+
+    /// Looks up the transfer made for `request`'s item under any key generation, by the
+    /// reference the adapter sent with it (batch and item ids), for reconciliation.
+    /// `Ok(None)` only when the PSP answered completely and no such transfer exists; any doubt
+    /// is an error, so a failed lookup never leads to a second payment. The receipt has
+    /// `replayed: true`. The default knows no lookup: reconciliation then waits for a human.
+    async fn find_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Option<TransferReceipt>, PaymentError> {
+        Err(PaymentError::Transient {
+            reason: format!(
+                "provider {} cannot look transfers up by reference; reconcile item {} of batch {} by hand",
+                self.provider(),
+                request.item_id,
+                request.batch_id
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// How long after its first use an idempotency key can still be trusted to replay; past
+    /// it, an item whose earlier outcome is unknown is reconciled before its key is sent again.
+    /// `None`: the PSP keeps keys forever.
+    fn key_reuse_window(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long after the last call under a key to wait before a lookup by reference is
+    /// trusted to show every transfer that call could have made.
+    fn reconciliation_settle_delay(&self) -> Duration {
+        Duration::ZERO
+    }
+}

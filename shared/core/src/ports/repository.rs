@@ -1,0 +1,221 @@
+//! The store port: every read and conditional write the executor and settlement make. The
+//! DynamoDB implementation (`payouts-store-dynamodb`) makes each transition one conditional
+//! write, which is what makes the protocol safe (`docs/design.md#the-item-protocol-claim-pay-record`).
+
+use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
+use crate::ports::webhook::{PaymentEvent, PaymentEventKind};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A store call failed, or a record cannot be read as `docs/design.md#data-contracts` defines it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The call failed after the client's own retries (throttling, network, service errors).
+    /// Retryable: the job should be retried later.
+    #[error("DynamoDB {operation} failed: {message}")]
+    Unavailable {
+        operation: &'static str,
+        message: String,
+    },
+    /// A record is missing attributes or has the wrong types. Not retryable until fixed.
+    #[error("record {key} is malformed: {problem}")]
+    Malformed { key: String, problem: String },
+}
+
+/// An attempt's hold on an item: what every later write of that attempt is fenced by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub batch_id: String,
+    pub item_id: String,
+    pub attempt: u64,
+    pub key_generation: u32,
+    pub lease_until_ms: u64,
+}
+
+/// What a claim attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(Claim),
+    /// The item changed since it was read (another worker, a webhook): leave it alone.
+    Lost {
+        current: Option<ItemStatus>,
+    },
+}
+
+/// What a fenced transition found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    Applied,
+    /// The guard failed: the item is no longer where this writer expected (a newer attempt or
+    /// a webhook moved it). Nothing was written.
+    Superseded {
+        current: Option<ItemStatus>,
+    },
+}
+
+/// What the current idempotency key can still tell, as an attempt ends without a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentKey {
+    /// The key's outcome is known, or the PSP will replay it: the next attempt acts on it
+    /// (resends it after a retryable error; moves to the next generation after a rejection).
+    Settled,
+    /// The PSP stored an unknown outcome under the key (a 5xx, a key conflict): the item is
+    /// marked `reconcileSince` and the next attempt looks the transfer up by reference first.
+    NeedsLookup,
+}
+
+/// Where the next page of a batch's items starts: after this item, in sort-key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    pub after_item_id: String,
+}
+
+/// One page of a batch's items, in sort-key order.
+#[derive(Debug)]
+pub struct ItemPage {
+    /// Each record decoded, or why it could not be.
+    pub items: Vec<Result<PayoutItem, StoreError>>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
+}
+
+/// What applying an event to an item did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventApplied {
+    /// The item moved (or, for a reversal, the reversal was recorded); the event is recorded.
+    Applied,
+    /// This event id was already recorded: nothing written.
+    Duplicate,
+    /// The item is not in a state this event may change (e.g. `failed` after `paid`, or another
+    /// transfer's event); nothing moved, the event is recorded so a redelivery is a no-op.
+    NotApplicable { current: Option<ItemStatus> },
+}
+
+/// Per-status item counts, and the batch status they add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCompletion {
+    pub status: &'static str,
+    pub counts: BTreeMap<ItemStatus, u64>,
+}
+
+/// The payouts and user-settings tables, as the core uses them.
+#[async_trait::async_trait]
+pub trait PayoutRepository: Send + Sync {
+    /// The batch record, read strongly consistently; `None` when there is no such batch.
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<PayoutBatch>, StoreError>;
+
+    /// One item, read strongly consistently; `None` when it does not exist.
+    async fn get_item(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError>;
+
+    /// One page of the batch's items (strongly consistent), starting after `start`.
+    /// `limit` caps the page size; `None` lets the store fill its largest pages.
+    async fn query_items_page(
+        &self,
+        batch_id: &str,
+        start: Option<PageCursor>,
+        limit: Option<i32>,
+    ) -> Result<ItemPage, StoreError>;
+
+    /// The payout methods of `user_ids` in bulk. Users with no settings record, or no
+    /// `payoutMethod`, are absent from the map.
+    async fn get_payout_methods(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, PayoutMethod>, StoreError>;
+
+    /// `pending`/`pending_kyc`/`failed` → `pending_kyc` with `reason`.
+    async fn mark_pending_kyc(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Takes `item` for a new attempt, as it was read: a compare-and-swap on status and attempt
+    /// (and, for an item left `submitting`, an expired lease). A `failed` item moves to the next
+    /// key generation, unless its outcome awaits reconciliation (`reconcileSince`). The claim
+    /// that first uses a key generation records when (`keyFirstUsedAt`).
+    async fn claim(
+        &self,
+        item: &PayoutItem,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// `submitting` → `processing` with the PSP's id, if the claim is still the item's.
+    async fn record_accepted(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// `submitting` → `failed` with the PSP's reason, if the claim is still the item's; `key`
+    /// says whether the next attempt must reconcile before using a new key.
+    async fn record_rejected(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Moves a claimed item to the next key generation once reconciliation has shown the
+    /// current key made no transfer: fenced on the claim and on the generation it leaves, so
+    /// two workers can never both move to a new key. On `Applied`, `claim.key_generation` is
+    /// the new generation.
+    async fn advance_key_generation(
+        &self,
+        claim: &mut Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Ends the claim's lease early (retryable error, unknown outcome): the item stays
+    /// `submitting` with its key, so the next run re-drives it without waiting for the lease.
+    async fn release(
+        &self,
+        claim: &Claim,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// The item whose `providerPayoutId` is `provider_payout_id`.
+    async fn find_item_by_provider_payout_id(
+        &self,
+        provider_payout_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError>;
+
+    /// Applies `kind` (the meaning of `event`) to the item and records the event id,
+    /// atomically: either both are written or neither.
+    async fn apply_item_event(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        kind: &PaymentEventKind,
+        item: &PayoutItem,
+        now_ms: u64,
+    ) -> Result<EventApplied, StoreError>;
+
+    /// Records an event that moves no item (unknown item, not applicable). Returns false when
+    /// the event id was already recorded.
+    async fn record_event_once(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: Option<&PayoutItem>,
+        outcome: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// When no item of the batch is left in flight, writes the batch's final status and
+    /// per-status counts and returns them; `None`, having written nothing, otherwise.
+    async fn refresh_batch_completion(
+        &self,
+        batch_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<BatchCompletion>, StoreError>;
+}

@@ -1,0 +1,145 @@
+//! Settlement: what a verified PSP event does to an item and its batch
+//! (`docs/design.md#webhooks-and-settlement`). The webhook function calls
+//! [`apply_payment_event`] once per event; everything here is safe to repeat and to reorder.
+
+use crate::clock::Clock;
+use crate::domain::PayoutItem;
+use crate::ports::repository::{BatchCompletion, EventApplied, PayoutRepository, StoreError};
+use crate::ports::webhook::{PaymentEvent, PaymentEventKind};
+use tracing::{info, warn};
+
+/// What an event did, for the HTTP answer and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettlementOutcome {
+    /// The item moved (or its reversal was recorded).
+    Applied {
+        batch_id: String,
+        item_id: String,
+        /// Set when this event left no item of the batch in flight.
+        batch_completion: Option<BatchCompletion>,
+    },
+    /// The event id was seen before; nothing written.
+    Duplicate,
+    /// Acknowledged without moving any item; the reason says why.
+    Ignored { reason: String },
+}
+
+/// Applies a verified event from `provider`. Errors are transient storage errors: the PSP
+/// should redeliver (HTTP 5xx), and the redelivery is safe.
+pub async fn apply_payment_event(
+    store: &dyn PayoutRepository,
+    clock: &dyn Clock,
+    provider: &str,
+    event: &PaymentEvent,
+) -> Result<SettlementOutcome, StoreError> {
+    let Some(kind) = &event.kind else {
+        let reason = format!("event type {} moves no item", event.event_type);
+        info!(event_id = %event.event_id, event_type = %event.event_type, "webhook event ignored: {reason}");
+        return Ok(SettlementOutcome::Ignored { reason });
+    };
+    let Some(item) = find_item(store, event).await? else {
+        let reason = "no payout item for this transfer".to_owned();
+        let first = store
+            .record_event_once(provider, event, None, &reason, clock.now_ms())
+            .await?;
+        warn!(
+            event_id = %event.event_id, event_type = %event.event_type,
+            provider_payout_id = ?event.provider_payout_id, "webhook event ignored: {reason}"
+        );
+        return Ok(if first {
+            SettlementOutcome::Ignored { reason }
+        } else {
+            SettlementOutcome::Duplicate
+        });
+    };
+    let applied = store
+        .apply_item_event(provider, event, kind, &item, clock.now_ms())
+        .await?;
+    let (batch_id, item_id) = (item.batch_id.clone(), item.item_id.clone());
+    match applied {
+        EventApplied::Applied => {
+            info!(
+                batch_id, item_id, event_id = %event.event_id, event_type = %event.event_type,
+                from = %item.status, to = %target(kind, &item), reason = ?reason_of(kind), "item transition"
+            );
+            let batch_completion = complete_batch(store, clock, &batch_id).await?;
+            Ok(SettlementOutcome::Applied {
+                batch_id,
+                item_id,
+                batch_completion,
+            })
+        }
+        EventApplied::Duplicate => {
+            info!(batch_id, item_id, event_id = %event.event_id, "duplicate webhook event: already applied");
+            // The first delivery may have failed between applying and completing the batch.
+            complete_batch(store, clock, &batch_id).await?;
+            Ok(SettlementOutcome::Duplicate)
+        }
+        EventApplied::NotApplicable { current } => {
+            let reason = format!(
+                "item is {} (transfer {}), which a {} event does not change",
+                current.map(|s| s.as_str()).unwrap_or("unknown"),
+                item.provider_payout_id.as_deref().unwrap_or("not recorded"),
+                event.event_type
+            );
+            warn!(batch_id, item_id, event_id = %event.event_id, "webhook event not applied: {reason}");
+            Ok(SettlementOutcome::Ignored { reason })
+        }
+    }
+}
+
+/// The item by the reference the executor sent as metadata, else by the PSP's transfer id.
+async fn find_item(
+    store: &dyn PayoutRepository,
+    event: &PaymentEvent,
+) -> Result<Option<PayoutItem>, StoreError> {
+    let by_reference = match &event.reference {
+        Some(reference) => {
+            store
+                .get_item(&reference.batch_id, &reference.item_id)
+                .await?
+        }
+        None => None,
+    };
+    if by_reference.is_some() {
+        return Ok(by_reference);
+    }
+    match &event.provider_payout_id {
+        Some(ppid) => store.find_item_by_provider_payout_id(ppid).await,
+        None => Ok(None),
+    }
+}
+
+async fn complete_batch(
+    store: &dyn PayoutRepository,
+    clock: &dyn Clock,
+    batch_id: &str,
+) -> Result<Option<BatchCompletion>, StoreError> {
+    let completion = store
+        .refresh_batch_completion(batch_id, clock.now_ms())
+        .await?;
+    if let Some(done) = &completion {
+        let counts: Vec<String> = done
+            .counts
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        info!(batch_id, status = done.status, counts = %counts.join(","), "batch completed");
+    }
+    Ok(completion)
+}
+
+fn target(kind: &PaymentEventKind, item: &PayoutItem) -> String {
+    match kind {
+        PaymentEventKind::Paid => "paid".to_owned(),
+        PaymentEventKind::Failed { .. } => "failed".to_owned(),
+        PaymentEventKind::Reversed { .. } => format!("{} (reversal recorded)", item.status),
+    }
+}
+
+fn reason_of(kind: &PaymentEventKind) -> Option<&str> {
+    match kind {
+        PaymentEventKind::Paid => None,
+        PaymentEventKind::Failed { reason } | PaymentEventKind::Reversed { reason } => Some(reason),
+    }
+}

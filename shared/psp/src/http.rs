@@ -1,0 +1,218 @@
+//! The HTTP client every HTTP PSP adapter uses: hyper 1 + rustls (aws-lc-rs, the stack the AWS
+//! SDK already builds), `https://` only (plain `http://` only on loopback, for a local fake),
+//! a request pacer shared by all calls of one adapter, and a bound on each exchange. An adapter
+//! adds only its PSP's headers, bodies and classification.
+
+use crate::rate_limit::RateLimiter;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use payouts_config::ConfigError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to build a [`PspHttpClient`].
+#[derive(Debug, Clone)]
+pub struct HttpClientSettings {
+    /// The PSP's API base URL (`https://api.stripe.com`).
+    pub base_url: String,
+    /// The environment variable `base_url` came from, for errors.
+    pub base_url_setting: &'static str,
+    /// Bound on one exchange: connect, send, and the whole answer.
+    pub request_timeout: Duration,
+    /// Request starts per second for this client (one pacer per adapter).
+    pub max_requests_per_second: u32,
+}
+
+/// A complete HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A paced, time-bounded HTTP/1.1 client for one PSP's API. Build once per adapter: the
+/// connection pool and the pacer are per client.
+pub struct PspHttpClient {
+    base_url: String,
+    request_timeout: Duration,
+    limiter: RateLimiter,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl fmt::Debug for PspHttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PspHttpClient")
+            .field("base_url", &self.base_url)
+            .field("request_timeout", &self.request_timeout)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PspHttpClient {
+    /// A client for `settings`; fails on a base URL that is not `https://` (or loopback
+    /// `http://`), or a system without root certificates.
+    pub fn new(settings: HttpClientSettings) -> Result<Self, ConfigError> {
+        let base_url = settings.base_url.trim().trim_end_matches('/').to_owned();
+        let invalid_base = |expected: &'static str| ConfigError::Invalid {
+            name: settings.base_url_setting,
+            value: base_url.clone(),
+            expected,
+        };
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|_| invalid_base("an absolute https:// URL"))?;
+        let loopback = matches!(
+            uri.host(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if loopback => false,
+            _ => {
+                return Err(invalid_base(
+                    "an https:// URL (http:// only on 127.0.0.1/localhost, for a local fake)",
+                ));
+            }
+        };
+        let connector = connector(https).map_err(invalid_base)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(PspHttpClient {
+            base_url,
+            request_timeout: settings.request_timeout,
+            limiter: RateLimiter::per_second(settings.max_requests_per_second),
+            client,
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL of `path_and_query` on this PSP.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base_url)
+    }
+
+    /// One paced, time-bounded exchange. `Err` means no complete answer arrived (the request
+    /// may or may not have reached the PSP), with the cause.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<HttpAnswer, String> {
+        self.limiter.acquire().await;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("answer cut off: {}", error_chain(&e)))?
+                .to_bytes();
+            Ok(HttpAnswer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.request_timeout)))
+    }
+
+    /// No request starts before `until` (the PSP said "retry after"): one rate-limit answer
+    /// slows the whole adapter instead of turning into a storm of retries.
+    pub fn pause_until(&self, until: Instant) {
+        self.limiter.pause_until(until);
+    }
+}
+
+/// The TLS connector: native roots for `https`, none for a loopback fake over plain HTTP.
+fn connector(https: bool) -> Result<HttpsConnector<HttpConnector>, &'static str> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = hyper_rustls::HttpsConnectorBuilder::new();
+    let tls = if https {
+        tls.with_provider_and_native_roots(provider)
+            .map_err(
+                |_| "reachable over TLS: no trusted root certificates were found on this system",
+            )?
+            .https_only()
+    } else {
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|_| "usable with the TLS provider")?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        tls.with_tls_config(config).https_or_http()
+    };
+    Ok(tls.enable_http1().wrap_connector(http))
+}
+
+/// An error with its causes, for logs (hyper's top-level messages say little).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base_url: &str) -> HttpClientSettings {
+        HttpClientSettings {
+            base_url: base_url.into(),
+            base_url_setting: "PSP_API_BASE",
+            request_timeout: Duration::from_secs(1),
+            max_requests_per_second: 10,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(matches!(
+            PspHttpClient::new(settings("http://psp.example.com")),
+            Err(ConfigError::Invalid {
+                name: "PSP_API_BASE",
+                ..
+            })
+        ));
+        assert!(PspHttpClient::new(settings("not a url")).is_err());
+        let local = PspHttpClient::new(settings("http://127.0.0.1:12111/")).unwrap();
+        assert_eq!(local.base_url(), "http://127.0.0.1:12111");
+        assert_eq!(local.url("/v1/x"), "http://127.0.0.1:12111/v1/x");
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_an_error_not_a_hang() {
+        let client = PspHttpClient::new(settings("http://127.0.0.1:1")).unwrap();
+        let request = Request::get(client.url("/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert!(client.send(request).await.is_err());
+    }
+}

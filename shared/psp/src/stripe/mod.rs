@@ -1,0 +1,468 @@
+//! Stripe Connect transfers over HTTP (`provider = "stripe"`): the stable idempotency key on
+//! every transfer, Stripe's answers classified by what the executor must do next
+//! ([`transformers`]), a request pacer shared by every call, lookups by reference for
+//! reconciliation, and Stripe's webhook scheme ([`webhook`]).
+
+pub mod transformers;
+pub mod webhook;
+
+use crate::http::{HttpAnswer, HttpClientSettings, PspHttpClient};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http_body_util::Full;
+use payouts_config::{ConfigError, Secret, StripeSettings};
+use payouts_core::ports::payment::{
+    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+};
+use payouts_core::ports::webhook::{
+    VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
+};
+use std::fmt;
+use std::time::Duration;
+use tracing::{error, warn};
+use transformers::{StripeErrorAnswer, Transfer, TransferList, list_query, transfer_group};
+
+pub use transformers::{classify_error, transfer_form};
+
+/// The provider name batches use to pay through Stripe.
+pub const STRIPE_PROVIDER: &str = "stripe";
+
+/// The API version every request pins (`Stripe-Version`), so an account-level upgrade never
+/// changes what this code reads. Transfers' shape is checked against Stripe's OpenAPI
+/// description of this version.
+pub const STRIPE_API_VERSION: &str = "2025-09-30.clover";
+
+/// Stripe keeps idempotency keys at least this long.
+pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A key is sent again only this long after its first use; past it (an hour's margin under
+/// [`KEY_RETENTION`]) the item is reconciled by lookup first.
+pub const KEY_REUSE_WINDOW: Duration = Duration::from_secs(23 * 3600);
+
+/// The longest a `Retry-After` pauses the whole adapter.
+const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
+/// One item's transfer group holds one transfer; more pages than this is a fault.
+const MAX_LIST_PAGES: usize = 10;
+const USER_AGENT: &str = concat!("payouts/", env!("CARGO_PKG_VERSION"));
+
+/// Pays through Stripe Connect. Build once per process and share: the connection pool and the
+/// request pacer are per adapter.
+pub struct StripeAdapter {
+    /// `None` in a verify-only adapter (no `STRIPE_SECRET_KEY`): it refuses to call the API.
+    authorization: Option<HeaderValue>,
+    webhook_secrets: Vec<Secret>,
+    settle_delay: Duration,
+    http: PspHttpClient,
+}
+
+impl fmt::Debug for StripeAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeAdapter")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StripeAdapter {
+    /// An adapter for `settings`; fails on a base URL that is not `https://` (or loopback
+    /// `http://`), a key that cannot be sent in a header, or a system without root certificates.
+    pub fn new(settings: StripeSettings) -> Result<Self, ConfigError> {
+        let authorization = settings
+            .secret_key
+            .as_ref()
+            .map(|key| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| ConfigError::Invalid {
+                        name: "STRIPE_SECRET_KEY",
+                        value: "<redacted>".to_owned(),
+                        expected: "printable ASCII (an sk_… or rk_… key)",
+                    })?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()?;
+        let http = PspHttpClient::new(HttpClientSettings {
+            base_url: settings.api_base,
+            base_url_setting: "STRIPE_API_BASE",
+            request_timeout: settings.request_timeout,
+            max_requests_per_second: settings.max_requests_per_second,
+        })?;
+        Ok(StripeAdapter {
+            authorization,
+            webhook_secrets: settings.webhook_secrets,
+            settle_delay: settings.settle_delay,
+            http,
+        })
+    }
+
+    /// The API base URL requests go to.
+    pub fn api_base(&self) -> &str {
+        self.http.base_url()
+    }
+
+    /// The `Authorization` header, or — in a verify-only adapter (webhook function), which must
+    /// never reach the API — an error that leaves the item retryable, since the fix is
+    /// configuration, not the payout.
+    fn authorization(&self) -> Result<HeaderValue, PaymentError> {
+        self.authorization.clone().ok_or_else(|| {
+            error!("STRIPE_SECRET_KEY is not set in this function: Stripe calls are refused");
+            PaymentError::PlatformRefused {
+                reason: "STRIPE_SECRET_KEY is not configured".into(),
+            }
+        })
+    }
+
+    /// One exchange with Stripe's API. `Err` means no complete answer arrived.
+    async fn send(
+        &self,
+        authorization: HeaderValue,
+        method: Method,
+        path_and_query: &str,
+        form: Option<String>,
+        idempotency_key: Option<&str>,
+    ) -> Result<HttpAnswer, String> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(self.http.url(path_and_query))
+            .header(header::AUTHORIZATION, authorization)
+            .header("stripe-version", STRIPE_API_VERSION)
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT, "application/json");
+        if let Some(key) = idempotency_key {
+            builder = builder.header("idempotency-key", key);
+        }
+        let body = match form {
+            Some(form) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Full::new(Bytes::from(form))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| format!("could not build the request: {e}"))?;
+        self.http.send(request).await
+    }
+
+    /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
+    fn error_from(&self, answer: &HttpAnswer) -> PaymentError {
+        let err = PaymentError::from(StripeErrorAnswer {
+            status: answer.status,
+            retry_after: retry_after(&answer.headers),
+            body: &answer.body,
+        });
+        if let PaymentError::Transient {
+            retry_after: Some(wait),
+            ..
+        } = &err
+        {
+            self.http
+                .pause_until(tokio::time::Instant::now() + (*wait).min(MAX_RETRY_AFTER_PAUSE));
+        }
+        err
+    }
+
+    /// The transfers of `group` made for `request`'s item, page by page.
+    async fn list_item_transfers(
+        &self,
+        authorization: HeaderValue,
+        request: &TransferRequest,
+        group: &str,
+    ) -> Result<Vec<Transfer>, PaymentError> {
+        let mut found = Vec::new();
+        let mut starting_after: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let path = format!(
+                "/v1/transfers?{}",
+                list_query(group, starting_after.as_deref())
+            );
+            let answer = self
+                .send(authorization.clone(), Method::GET, &path, None, None)
+                .await
+                .map_err(|reason| PaymentError::Transient {
+                    reason: format!("stripe lookup: {reason}"),
+                    retry_after: None,
+                })?;
+            if !answer.status.is_success() {
+                let err = self.error_from(&answer);
+                let retry_after = match &err {
+                    PaymentError::Transient { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                return Err(PaymentError::Transient {
+                    reason: format!("stripe lookup failed: {err}"),
+                    retry_after,
+                });
+            }
+            let list: TransferList =
+                serde_json::from_slice(&answer.body).map_err(|e| PaymentError::Transient {
+                    reason: format!("stripe lookup answered an unreadable list: {e}"),
+                    retry_after: None,
+                })?;
+            starting_after = list.data.last().map(|t| t.id.clone());
+            found.extend(
+                list.data
+                    .into_iter()
+                    .filter(|t| t.belongs_to(&request.batch_id, &request.item_id)),
+            );
+            if !list.has_more || starting_after.is_none() {
+                return Ok(found);
+            }
+        }
+        Err(PaymentError::Transient {
+            reason: format!("stripe lookup of transfer group {group} did not end"),
+            retry_after: None,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookVerifier for StripeAdapter {
+    async fn verify_webhook(
+        &self,
+        request: WebhookRequest<'_>,
+    ) -> Result<VerifiedWebhook, WebhookError> {
+        webhook::verify_stripe_scheme(STRIPE_PROVIDER, &self.webhook_secrets, request)
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentAdapter for StripeAdapter {
+    fn provider(&self) -> &str {
+        STRIPE_PROVIDER
+    }
+
+    async fn submit_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<TransferReceipt, PaymentError> {
+        let authorization = self.authorization()?;
+        let key = request.idempotency_key.as_str();
+        let answer = self
+            .send(
+                authorization,
+                Method::POST,
+                "/v1/transfers",
+                Some(transfer_form(request)),
+                Some(key),
+            )
+            .await
+            .map_err(|reason| PaymentError::OutcomeUnknown {
+                reason: format!("stripe: {reason}"),
+            })?;
+        let replayed = answer
+            .headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if answer.status.is_success() {
+            return match serde_json::from_slice::<Transfer>(&answer.body) {
+                Ok(transfer) if !transfer.id.is_empty() => Ok(TransferReceipt {
+                    provider_payout_id: transfer.id,
+                    replayed,
+                }),
+                _ => Err(PaymentError::NeedsReconciliation {
+                    reason: format!(
+                        "stripe answered {} with a body that is not a transfer",
+                        answer.status
+                    ),
+                }),
+            };
+        }
+        let err = self.error_from(&answer);
+        match &err {
+            PaymentError::KeyConflict { message, .. } => error!(
+                batch_id = %request.batch_id, item_id = %request.item_id, idempotency_key = key,
+                stripe_message = %message,
+                "IDEMPOTENCY ERROR: Stripe has this key from a request with other parameters (amount, currency or destination changed since the first attempt?). Nothing was paid now; the item is failed and will be reconciled by lookup before any new key is used"
+            ),
+            PaymentError::NeedsReconciliation { reason } => warn!(
+                batch_id = %request.batch_id, item_id = %request.item_id, idempotency_key = key,
+                replayed, reason = %reason,
+                "Stripe answered 5xx under this key; it will replay it, so the item is reconciled by lookup instead of resent"
+            ),
+            _ => {}
+        }
+        Err(err)
+    }
+
+    async fn find_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Option<TransferReceipt>, PaymentError> {
+        let authorization = self.authorization()?;
+        let group = transfer_group(&request.batch_id, &request.item_id);
+        let found = self
+            .list_item_transfers(authorization, request, &group)
+            .await?;
+        Ok(pick_found(request, found))
+    }
+
+    fn key_reuse_window(&self) -> Option<Duration> {
+        Some(KEY_REUSE_WINDOW)
+    }
+
+    fn reconciliation_settle_delay(&self) -> Duration {
+        self.settle_delay
+    }
+}
+
+/// `Retry-After` in seconds, as Stripe sends it.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The transfer among those found for one item; more than one means the item was paid twice,
+/// which is logged at ERROR (the oldest is recorded).
+fn pick_found(request: &TransferRequest, mut found: Vec<Transfer>) -> Option<TransferReceipt> {
+    if found.len() > 1 {
+        error!(
+            batch_id = %request.batch_id, item_id = %request.item_id,
+            transfers = ?found.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            "Stripe holds several transfers for one item: it was paid more than once; investigate"
+        );
+    }
+    // Stripe lists newest first: the oldest is the one the first attempt made.
+    let transfer = found.pop()?;
+    let same = transfer.amount == Some(request.amount_minor)
+        && transfer
+            .currency
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(&request.currency))
+        && transfer.destination_id() == Some(request.destination.as_str());
+    if !same {
+        warn!(
+            batch_id = %request.batch_id, item_id = %request.item_id, transfer_id = %transfer.id,
+            amount = ?transfer.amount, currency = ?transfer.currency, destination = ?transfer.destination_id(),
+            expected_amount = request.amount_minor, expected_currency = %request.currency,
+            "the item's transfer at Stripe differs from the item as it reads now; recorded as made, not paid again"
+        );
+    }
+    Some(TransferReceipt {
+        provider_payout_id: transfer.id,
+        replayed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payouts_core::ports::payment::IdempotencyKey;
+    use payouts_core::ports::webhook::ItemReference;
+
+    fn verify_only(secret: &str) -> StripeAdapter {
+        let mut settings = StripeSettings::new("");
+        settings.api_base = "http://127.0.0.1:1".into();
+        settings.webhook_secrets = vec![Secret::from(secret)];
+        StripeAdapter::new(settings).unwrap()
+    }
+
+    #[test]
+    fn settings_debug_hides_secrets_and_base_is_checked() {
+        let mut settings = StripeSettings::new("sk_test_secret_value");
+        settings.webhook_secrets = vec!["whsec_secret_value".into()];
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("secret_value"), "{shown}");
+        settings.api_base = "http://stripe.example.com".into();
+        assert!(matches!(
+            StripeAdapter::new(settings.clone()),
+            Err(ConfigError::Invalid {
+                name: "STRIPE_API_BASE",
+                ..
+            })
+        ));
+        settings.api_base = "http://127.0.0.1:12111/".into();
+        let adapter = StripeAdapter::new(settings).unwrap();
+        assert_eq!(adapter.api_base(), "http://127.0.0.1:12111");
+        assert!(!format!("{adapter:?}").contains("secret_value"));
+    }
+
+    #[tokio::test]
+    async fn a_verify_only_adapter_verifies_webhooks_and_refuses_to_pay() {
+        let adapter = verify_only("whsec_only");
+        let body = br#"{"id":"evt_1","type":"payout.paid","data":{"object":{"object":"payout"}}}"#;
+        let mut headers = HeaderMap::new();
+        let signature = webhook::signature_header("whsec_only", 1_000, body);
+        headers.insert("Stripe-Signature", signature.parse().unwrap());
+        let verified = adapter
+            .verify_webhook(WebhookRequest {
+                body,
+                headers: &headers,
+                now_secs: 1_000,
+            })
+            .await;
+        assert!(verified.is_ok());
+        let transfer = TransferRequest {
+            idempotency_key: IdempotencyKey::for_item("b", "i", 0),
+            batch_id: "b".into(),
+            item_id: "i".into(),
+            destination: "acct_1".into(),
+            amount_minor: 100,
+            currency: "USD".into(),
+        };
+        let refused = adapter.submit_transfer(&transfer).await.unwrap_err();
+        assert!(
+            matches!(refused, PaymentError::PlatformRefused { ref reason } if reason.contains("STRIPE_SECRET_KEY")),
+            "{refused:?}"
+        );
+        assert!(refused.is_retryable());
+        assert!(adapter.find_transfer(&transfer).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn verifies_webhooks_with_rotated_secrets() {
+        let mut settings = StripeSettings::new("sk_test_x");
+        settings.api_base = "http://127.0.0.1:1".into();
+        settings.webhook_secrets = vec!["whsec_new".into(), "whsec_old".into()];
+        let adapter = StripeAdapter::new(settings).unwrap();
+        let body = webhook::transfer_event_json(
+            "evt_1",
+            "transfer.created",
+            "tr_1",
+            &ItemReference {
+                batch_id: "b1".into(),
+                item_id: "i1".into(),
+            },
+            None,
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Stripe-Signature",
+            webhook::signature_header("whsec_old", 1_000, body.as_bytes())
+                .parse()
+                .unwrap(),
+        );
+        let verify = |body: &'static [u8], headers: HeaderMap| {
+            let adapter = &adapter;
+            async move {
+                adapter
+                    .verify_webhook(WebhookRequest {
+                        body,
+                        headers: &headers,
+                        now_secs: 1_010,
+                    })
+                    .await
+            }
+        };
+        let body: &'static [u8] = Box::leak(body.into_bytes().into_boxed_slice());
+        let verified = verify(body, headers.clone()).await.unwrap();
+        assert_eq!(
+            verified.events[0].provider_payout_id.as_deref(),
+            Some("tr_1")
+        );
+        assert_eq!(
+            verify(b"{}", headers).await,
+            Err(WebhookError::BadSignature)
+        );
+        assert_eq!(
+            verify(body, HeaderMap::new()).await,
+            Err(WebhookError::MissingSignature)
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Stripe's wire types: the form of `POST /v1/transfers`, the `transfer` and list objects this
+//! adapter reads, Stripe's `error` object, and its conversion into the core's [`PaymentError`]
+//! (Stripe API v1 semantics: the first result of a request that began executing is stored under
+//! its idempotency key, 400s and 500s included, and replayed for at least 24 h; the rate limiter
+//! and most parameter validation run before that layer):
+//!
+//! | Stripe's answer | [`PaymentError`] | why |
+//! |---|---|---|
+//! | network error, timeout | `OutcomeUnknown` | a retry with the same key replays the original result |
+//! | 409 (`idempotency_key_in_use`) | `Transient` | the same key is still executing; try later |
+//! | 429 | `Transient` + `Retry-After` | not stored; the whole adapter also pauses |
+//! | 401 | `PlatformRefused` | our key is wrong: a configuration problem, never the item's fault |
+//! | 5xx | `NeedsReconciliation` | stored under the key and replayed: look the transfer up instead |
+//! | `idempotency_error` (any status) | `KeyConflict`, logged at ERROR | the key was used with other parameters |
+//! | 400, 402, 403, other 4xx | `Rejected` with Stripe's `error.code` and `message` | permanent |
+
+use http::StatusCode;
+use payouts_core::ports::payment::{
+    METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest,
+};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Stripe's `error.type` for a key first used with other parameters.
+pub const IDEMPOTENCY_ERROR: &str = "idempotency_error";
+
+const LIST_PAGE_LIMIT: &str = "100";
+
+/// The `transfer_group` of an item's transfers, the same for every key generation: what
+/// reconciliation lists by.
+pub fn transfer_group(batch_id: &str, item_id: &str) -> String {
+    format!("payout:{batch_id}:{item_id}")
+}
+
+/// The form body of `POST /v1/transfers` for `request` (field names as in Stripe's API).
+pub fn transfer_form(request: &TransferRequest) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("amount", &request.amount_minor.to_string())
+        .append_pair("currency", &request.currency.to_ascii_lowercase())
+        .append_pair("destination", &request.destination)
+        .append_pair(
+            "transfer_group",
+            &transfer_group(&request.batch_id, &request.item_id),
+        )
+        .append_pair(&format!("metadata[{METADATA_BATCH_ID}]"), &request.batch_id)
+        .append_pair(&format!("metadata[{METADATA_ITEM_ID}]"), &request.item_id)
+        .finish()
+}
+
+/// The query of `GET /v1/transfers` for one transfer group's page.
+pub(super) fn list_query(group: &str, starting_after: Option<&str>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("transfer_group", group)
+        .append_pair("limit", LIST_PAGE_LIMIT);
+    if let Some(after) = starting_after {
+        query.append_pair("starting_after", after);
+    }
+    query.finish()
+}
+
+/// The fields of Stripe's `transfer` object this adapter reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct Transfer {
+    pub id: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// An account id, or the account object when expanded.
+    #[serde(default)]
+    pub destination: Option<serde_json::Value>,
+    #[serde(default)]
+    pub transfer_group: Option<String>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+impl Transfer {
+    /// Whether this transfer was made for the item (by its metadata and transfer group).
+    pub fn belongs_to(&self, batch_id: &str, item_id: &str) -> bool {
+        self.metadata.get(METADATA_BATCH_ID).map(String::as_str) == Some(batch_id)
+            && self.metadata.get(METADATA_ITEM_ID).map(String::as_str) == Some(item_id)
+            && self
+                .transfer_group
+                .as_deref()
+                .is_none_or(|group| group == transfer_group(batch_id, item_id))
+    }
+
+    pub fn destination_id(&self) -> Option<&str> {
+        match self.destination.as_ref()? {
+            serde_json::Value::String(id) => Some(id),
+            object => object.get("id")?.as_str(),
+        }
+    }
+}
+
+/// A page of `GET /v1/transfers`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TransferList {
+    pub data: Vec<Transfer>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ApiError,
+}
+
+/// Stripe's `error` object (`APIErrors` in its OpenAPI description).
+#[derive(Debug, Deserialize, Default)]
+struct ApiError {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// A non-2xx answer from Stripe, as read: what [`PaymentError::from`] classifies.
+#[derive(Debug, Clone)]
+pub struct StripeErrorAnswer<'a> {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: &'a [u8],
+}
+
+impl From<StripeErrorAnswer<'_>> for PaymentError {
+    /// Classifies a non-2xx answer (see the module's table).
+    fn from(answer: StripeErrorAnswer<'_>) -> Self {
+        let StripeErrorAnswer {
+            status,
+            retry_after,
+            body,
+        } = answer;
+        let api = serde_json::from_slice::<ErrorBody>(body)
+            .map(|b| b.error)
+            .unwrap_or_default();
+        let message = api
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("HTTP {status} without an error message"));
+        if api.kind.as_deref() == Some(IDEMPOTENCY_ERROR) {
+            return PaymentError::KeyConflict {
+                code: IDEMPOTENCY_ERROR.to_owned(),
+                message,
+            };
+        }
+        let code = api
+            .code
+            .clone()
+            .or(api.kind.clone())
+            .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+        match status.as_u16() {
+            409 => PaymentError::Transient {
+                reason: format!("stripe 409 {code}: {message}"),
+                retry_after,
+            },
+            429 => PaymentError::Transient {
+                reason: format!("stripe rate limit (429): {message}"),
+                retry_after,
+            },
+            // Stripe's 401 message quotes part of the key: never pass it on.
+            401 => PaymentError::PlatformRefused {
+                reason: "stripe refused the API key (401): check STRIPE_SECRET_KEY".to_owned(),
+            },
+            500..=599 => PaymentError::NeedsReconciliation {
+                reason: format!("stripe answered {status}: {message}"),
+            },
+            400..=499 => PaymentError::Rejected { code, message },
+            _ => PaymentError::OutcomeUnknown {
+                reason: format!("stripe answered {status}: {message}"),
+            },
+        }
+    }
+}
+
+/// Classifies a non-2xx answer from Stripe (see the module's table).
+pub fn classify_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> PaymentError {
+    PaymentError::from(StripeErrorAnswer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payouts_core::ports::payment::IdempotencyKey;
+
+    fn error_body(kind: &str, code: Option<&str>, message: &str) -> Vec<u8> {
+        serde_json::json!({"error": {"type": kind, "code": code, "message": message}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn classifies_stripe_answers() {
+        let status = |code| StatusCode::from_u16(code).unwrap();
+        assert_eq!(
+            classify_error(
+                status(400),
+                None,
+                &error_body("invalid_request_error", Some("account_invalid"), "closed")
+            ),
+            PaymentError::Rejected {
+                code: "account_invalid".into(),
+                message: "closed".into()
+            }
+        );
+        assert_eq!(
+            classify_error(
+                status(402),
+                None,
+                &error_body("invalid_request_error", None, "no funds")
+            ),
+            PaymentError::Rejected {
+                code: "invalid_request_error".into(),
+                message: "no funds".into()
+            }
+        );
+        assert!(matches!(
+            classify_error(status(403), None, b"not json"),
+            PaymentError::Rejected { code, .. } if code == "http_403"
+        ));
+        let idem = classify_error(
+            status(400),
+            None,
+            &error_body("idempotency_error", None, "other parameters"),
+        );
+        assert!(idem.requires_reconciliation());
+        assert!(!idem.is_retryable());
+        assert!(
+            matches!(&idem, PaymentError::KeyConflict { code, .. } if code == IDEMPOTENCY_ERROR)
+        );
+        assert_eq!(
+            classify_error(
+                status(429),
+                Some(Duration::from_secs(2)),
+                &error_body("invalid_request_error", Some("rate_limit"), "slow down")
+            ),
+            PaymentError::Transient {
+                reason: "stripe rate limit (429): slow down".into(),
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        assert!(matches!(
+            classify_error(
+                status(409),
+                None,
+                &error_body("invalid_request_error", Some("idempotency_key_in_use"), "in use")
+            ),
+            PaymentError::Transient { reason, .. } if reason.contains("idempotency_key_in_use")
+        ));
+        let unauthorized = classify_error(
+            status(401),
+            None,
+            &error_body(
+                "invalid_request_error",
+                None,
+                "Invalid API Key provided: sk_test_****abcd",
+            ),
+        );
+        assert!(matches!(unauthorized, PaymentError::PlatformRefused { .. }));
+        assert!(unauthorized.is_retryable());
+        assert!(
+            !unauthorized.to_string().contains("sk_test"),
+            "{unauthorized}"
+        );
+        for code in [500, 502, 503] {
+            let err = classify_error(status(code), None, &error_body("api_error", None, "oops"));
+            assert!(
+                matches!(err, PaymentError::NeedsReconciliation { .. }),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_form_carries_the_reference() {
+        let request = TransferRequest {
+            idempotency_key: IdempotencyKey::for_item("b 1", "i&1", 0),
+            batch_id: "b 1".into(),
+            item_id: "i&1".into(),
+            destination: "acct_123".into(),
+            amount_minor: 1234,
+            currency: "USD".into(),
+        };
+        assert_eq!(
+            transfer_form(&request),
+            "amount=1234&currency=usd&destination=acct_123&transfer_group=payout%3Ab+1%3Ai%261\
+             &metadata%5Bbatch_id%5D=b+1&metadata%5Bitem_id%5D=i%261"
+        );
+    }
+}

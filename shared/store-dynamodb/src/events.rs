@@ -1,0 +1,351 @@
+//! Settlement's reads and writes: finding the item an event is about, applying the event to it
+//! together with the event's once-only record (one transaction), and marking a batch complete
+//! when none of its items is left in flight (`docs/design.md#webhooks-and-settlement`).
+
+use crate::DynamoDbRepository;
+use crate::codec::{Record, get_s, n, s, status, status_of, unavailable, unbuildable};
+use crate::expression::Expression;
+use crate::schema::{EVENT_RETENTION_SECS, PROVIDER_PAYOUT_ID_INDEX, attr, keys};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use payouts_core::clock::rfc3339_from_ms;
+use payouts_core::domain::{ItemStatus, PayoutItem};
+use payouts_core::ports::repository::{BatchCompletion, EventApplied, StoreError};
+use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
+use std::collections::{BTreeMap, HashMap};
+
+/// The outcome written on the record of an event that moved its item.
+const APPLIED: &str = "applied";
+
+impl DynamoDbRepository {
+    pub(crate) async fn find_by_provider_payout_id(
+        &self,
+        provider_payout_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError> {
+        let key = Expression::new()
+            .require_equal(attr::PROVIDER_PAYOUT_ID, s(provider_payout_id))
+            .build();
+        let out = self
+            .client()
+            .query()
+            .table_name(self.payouts_table())
+            .index_name(PROVIDER_PAYOUT_ID_INDEX)
+            .set_key_condition_expression(key.condition)
+            .set_expression_attribute_names(key.names)
+            .set_expression_attribute_values(key.values)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        let Some(found) = out.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let batch_id = get_s(&found, attr::PK).and_then(keys::batch_id_of);
+        let item_id = get_s(&found, attr::SK).and_then(keys::item_id_of);
+        match (batch_id, item_id) {
+            (Some(batch_id), Some(item_id)) => self.read_item(batch_id, item_id).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Transitions: `submitting`/`processing` → `paid`/`failed`; a reversal is recorded on a
+    /// `paid` (or still in-flight) item without moving it. An item that already has another
+    /// transfer's id is never moved by this transfer's event.
+    pub(crate) async fn write_item_event(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        kind: &PaymentEventKind,
+        item: &PayoutItem,
+        now_ms: u64,
+    ) -> Result<EventApplied, StoreError> {
+        let update = self.event_update(event, kind, item, now_ms)?;
+        let record = self.event_put(provider, event, Some(item), APPLIED, now_ms)?;
+        let result = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(record).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        let reasons = match result {
+            Ok(_) => return Ok(EventApplied::Applied),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    cancelled.cancellation_reasons().to_vec()
+                }
+                _ => return Err(unavailable("TransactWriteItems", err)),
+            },
+        };
+        self.cancelled_event(provider, event, item, &reasons, now_ms)
+            .await
+    }
+
+    /// The item's side of an event: the move its kind calls for, guarded by the statuses it
+    /// may move from and by the transfer being the item's own.
+    fn event_update(
+        &self,
+        event: &PaymentEvent,
+        kind: &PaymentEventKind,
+        item: &PayoutItem,
+        now_ms: u64,
+    ) -> Result<Update, StoreError> {
+        let now = s(rfc3339_from_ms(now_ms));
+        let in_flight = [
+            status(ItemStatus::Submitting),
+            status(ItemStatus::Processing),
+        ];
+        let mut expression = Expression::new().set(attr::UPDATED_AT, now.clone());
+        expression = match kind {
+            PaymentEventKind::Paid => expression
+                .require_in(attr::STATUS, in_flight.to_vec())
+                .set(attr::STATUS, status(ItemStatus::Paid))
+                .set(attr::PAID_AT, now)
+                .remove(attr::LEASE_UNTIL),
+            PaymentEventKind::Failed { reason } => expression
+                .require_in(attr::STATUS, in_flight.to_vec())
+                .set(attr::STATUS, status(ItemStatus::Failed))
+                .set(attr::FAILURE_REASON, s(reason))
+                .remove(attr::LEASE_UNTIL),
+            PaymentEventKind::Reversed { reason } => expression
+                .require_in(
+                    attr::STATUS,
+                    [in_flight.to_vec(), vec![status(ItemStatus::Paid)]].concat(),
+                )
+                .set(attr::REVERSED_AT, now)
+                .set(attr::REVERSAL_REASON, s(reason))
+                .set(attr::REVERSAL_EVENT_ID, s(&event.event_id)),
+        };
+        if let Some(ppid) = &event.provider_payout_id {
+            // The transfer is the item's own: recorded already, or not yet recorded at all.
+            expression = expression.require_absent_or_equal(attr::PROVIDER_PAYOUT_ID, s(ppid));
+            if !matches!(kind, PaymentEventKind::Reversed { .. }) {
+                expression = expression.set(attr::PROVIDER_PAYOUT_ID, s(ppid));
+            }
+        }
+        let parts = expression.build();
+        Update::builder()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(&item.batch_id)))
+            .key(attr::SK, s(keys::item_sk(&item.item_id)))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))
+    }
+
+    /// Reads a cancelled event transaction: the event seen before, the item not movable (the
+    /// event is then recorded as not applicable), or a transient cancellation.
+    async fn cancelled_event(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: &PayoutItem,
+        reasons: &[CancellationReason],
+        now_ms: u64,
+    ) -> Result<EventApplied, StoreError> {
+        let failed =
+            |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+        if failed(0) {
+            return Ok(EventApplied::Duplicate);
+        }
+        if !failed(1) {
+            let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+            return Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: format!("transaction cancelled ({}); retry", codes.join(", ")),
+            });
+        }
+        let current = reasons[1].item().and_then(|old: &Record| status_of(old));
+        let outcome = format!(
+            "not applicable: item is {}",
+            current.map(ItemStatus::as_str).unwrap_or("unknown")
+        );
+        Ok(
+            match self
+                .put_event_once(provider, event, Some(item), &outcome, now_ms)
+                .await?
+            {
+                true => EventApplied::NotApplicable { current },
+                false => EventApplied::Duplicate,
+            },
+        )
+    }
+
+    pub(crate) async fn put_event_once(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: Option<&PayoutItem>,
+        outcome: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let once = Expression::new().require_absent(attr::PK).build();
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.payouts_table())
+            .set_item(Some(event_record(provider, event, item, outcome, now_ms)))
+            .set_condition_expression(once.condition)
+            .set_expression_attribute_names(once.names)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable("PutItem", err)),
+        }
+    }
+
+    fn event_put(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: Option<&PayoutItem>,
+        outcome: &str,
+        now_ms: u64,
+    ) -> Result<Put, StoreError> {
+        let once = Expression::new().require_absent(attr::PK).build();
+        Put::builder()
+            .table_name(self.payouts_table())
+            .set_item(Some(event_record(provider, event, item, outcome, now_ms)))
+            .set_condition_expression(once.condition)
+            .set_expression_attribute_names(once.names)
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))
+    }
+
+    pub(crate) async fn write_batch_completion(
+        &self,
+        batch_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<BatchCompletion>, StoreError> {
+        let Some(counts) = self.settled_item_counts(batch_id).await? else {
+            return Ok(None);
+        };
+        let all_paid = counts.keys().all(|s| *s == ItemStatus::Paid);
+        let batch_status = if all_paid {
+            "completed"
+        } else {
+            "completed_with_failures"
+        };
+        let counts_value = AttributeValue::M(
+            counts
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), n(v)))
+                .collect(),
+        );
+        let parts = Expression::new()
+            .require_present(attr::PK)
+            .set(attr::STATUS, s(batch_status))
+            .set(attr::ITEM_COUNTS, counts_value)
+            .set(attr::COMPLETED_AT, s(rfc3339_from_ms(now_ms)))
+            .build();
+        self.client()
+            .update_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
+        Ok(Some(BatchCompletion {
+            status: batch_status,
+            counts,
+        }))
+    }
+
+    /// Per-status counts of the batch's items, or `None` at the first page that still holds
+    /// an item in flight (`pending`, `submitting`, `processing`).
+    async fn settled_item_counts(
+        &self,
+        batch_id: &str,
+    ) -> Result<Option<BTreeMap<ItemStatus, u64>>, StoreError> {
+        let mut counts: BTreeMap<ItemStatus, u64> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let query = Expression::new()
+                .require_equal(attr::PK, s(keys::batch_pk(batch_id)))
+                .require_prefix(attr::SK, keys::ITEM_SK_PREFIX)
+                .project(attr::STATUS)
+                .build();
+            let out = self
+                .client()
+                .query()
+                .table_name(self.payouts_table())
+                .set_key_condition_expression(query.condition)
+                .set_projection_expression(query.projection)
+                .set_expression_attribute_names(query.names)
+                .set_expression_attribute_values(query.values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for record in out.items.unwrap_or_default() {
+                let item_status = status_of(&record).unwrap_or(ItemStatus::Pending);
+                if matches!(
+                    item_status,
+                    ItemStatus::Pending | ItemStatus::Submitting | ItemStatus::Processing
+                ) {
+                    return Ok(None);
+                }
+                *counts.entry(item_status).or_default() += 1;
+            }
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(next) => start = Some(next),
+                None => return Ok(Some(counts)),
+            }
+        }
+    }
+}
+
+/// The once-only record of an event, kept for [`EVENT_RETENTION_SECS`].
+fn event_record(
+    provider: &str,
+    event: &PaymentEvent,
+    item: Option<&PayoutItem>,
+    outcome: &str,
+    now_ms: u64,
+) -> Record {
+    let mut record = HashMap::from([
+        (
+            attr::PK.to_owned(),
+            s(keys::event_pk(provider, &event.event_id)),
+        ),
+        (attr::SK.to_owned(), s(keys::EVENT_SK)),
+        (attr::PROVIDER.to_owned(), s(provider)),
+        (attr::EVENT_ID.to_owned(), s(&event.event_id)),
+        (attr::EVENT_TYPE.to_owned(), s(&event.event_type)),
+        (attr::OUTCOME.to_owned(), s(outcome)),
+        (attr::RECEIVED_AT.to_owned(), s(rfc3339_from_ms(now_ms))),
+        (
+            attr::EXPIRES_AT.to_owned(),
+            n(now_ms / 1000 + EVENT_RETENTION_SECS),
+        ),
+    ]);
+    if let Some(item) = item {
+        record.insert(attr::BATCH_ID.to_owned(), s(&item.batch_id));
+        record.insert(attr::ITEM_ID.to_owned(), s(&item.item_id));
+    }
+    if let Some(ppid) = &event.provider_payout_id {
+        record.insert(attr::TRANSFER_ID.to_owned(), s(ppid));
+    }
+    record
+}

@@ -1,0 +1,404 @@
+//! The executor's reads and writes: the batch, pages of items, recipients' settings in bulk,
+//! and one conditional write per item transition (`docs/design.md#the-item-protocol-claim-pay-record`).
+
+use crate::DynamoDbRepository;
+use crate::codec::{
+    Record, decode_batch, decode_item, decode_method, get_s, n, s, status, status_of, unavailable,
+    unbuildable,
+};
+use crate::expression::Expression;
+use crate::schema::{attr, keys};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
+use payouts_core::clock::rfc3339_from_ms;
+use payouts_core::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
+use payouts_core::ports::repository::{
+    Claim, ClaimOutcome, CurrentKey, ItemPage, PageCursor, StoreError, TransitionOutcome,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// BatchGetItem takes at most this many keys per request.
+const BATCH_GET_LIMIT: usize = 100;
+/// Rounds of UnprocessedKeys retries before giving up on a BatchGetItem.
+const BATCH_GET_ROUNDS: u32 = 8;
+
+impl DynamoDbRepository {
+    pub(crate) async fn read_batch(
+        &self,
+        batch_id: &str,
+    ) -> Result<Option<PayoutBatch>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        out.item
+            .map(|record| decode_batch(batch_id, &record))
+            .transpose()
+    }
+
+    pub(crate) async fn read_item(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::item_sk(item_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        out.item
+            .map(|record| decode_item(batch_id, &record))
+            .transpose()
+    }
+
+    pub(crate) async fn read_items_page(
+        &self,
+        batch_id: &str,
+        start: Option<PageCursor>,
+        limit: Option<i32>,
+    ) -> Result<ItemPage, StoreError> {
+        let key = Expression::new()
+            .require_equal(attr::PK, s(keys::batch_pk(batch_id)))
+            .require_prefix(attr::SK, keys::ITEM_SK_PREFIX)
+            .build();
+        let start_key = start.map(|cursor| {
+            HashMap::from([
+                (attr::PK.to_owned(), s(keys::batch_pk(batch_id))),
+                (attr::SK.to_owned(), s(keys::item_sk(&cursor.after_item_id))),
+            ])
+        });
+        let out = self
+            .client()
+            .query()
+            .table_name(self.payouts_table())
+            .set_key_condition_expression(key.condition)
+            .set_expression_attribute_names(key.names)
+            .set_expression_attribute_values(key.values)
+            .consistent_read(true)
+            .set_exclusive_start_key(start_key)
+            .set_limit(limit)
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|record| decode_item(batch_id, record))
+            .collect();
+        let next = out
+            .last_evaluated_key
+            .as_ref()
+            .and_then(|last| get_s(last, attr::SK))
+            .and_then(keys::item_id_of)
+            .map(|item_id| PageCursor {
+                after_item_id: item_id.to_owned(),
+            });
+        Ok(ItemPage { items, next })
+    }
+
+    pub(crate) async fn read_payout_methods(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, PayoutMethod>, StoreError> {
+        let mut methods = HashMap::with_capacity(user_ids.len());
+        for chunk in user_ids.chunks(BATCH_GET_LIMIT) {
+            self.read_methods_chunk(chunk, &mut methods).await?;
+        }
+        Ok(methods)
+    }
+
+    /// One BatchGetItem of up to 100 users, retrying unprocessed keys with backoff.
+    async fn read_methods_chunk(
+        &self,
+        user_ids: &[String],
+        methods: &mut HashMap<String, PayoutMethod>,
+    ) -> Result<(), StoreError> {
+        let table = self.settings_table();
+        if table.is_empty() {
+            return Err(StoreError::Unavailable {
+                operation: "BatchGetItem",
+                message: "this function has no user-settings table configured".into(),
+            });
+        }
+        let projection = Expression::new()
+            .project(attr::USER_ID)
+            .project(attr::PAYOUT_METHOD)
+            .build();
+        let keys = user_ids
+            .iter()
+            .map(|id| HashMap::from([(attr::USER_ID.to_owned(), s(id))]))
+            .collect::<Vec<_>>();
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .set_projection_expression(projection.projection)
+                .set_expression_attribute_names(projection.names)
+                .build()
+                .map_err(|e| unbuildable("BatchGetItem", e))?,
+        );
+        let mut round = 0;
+        while let Some(keys_and_attributes) = request.take() {
+            if round > 0 {
+                // Unprocessed keys mean throttling: back off before asking again.
+                tokio::time::sleep(Duration::from_millis(25 << round.min(6))).await;
+            }
+            round += 1;
+            let out = self
+                .client()
+                .batch_get_item()
+                .request_items(table, keys_and_attributes)
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchGetItem", e))?;
+            for record in out
+                .responses
+                .unwrap_or_default()
+                .remove(table)
+                .unwrap_or_default()
+            {
+                if let (Some(user_id), Some(method)) =
+                    (get_s(&record, attr::USER_ID), decode_method(&record))
+                {
+                    methods.insert(user_id.to_owned(), method);
+                }
+            }
+            request = out
+                .unprocessed_keys
+                .and_then(|mut unprocessed| unprocessed.remove(table))
+                .filter(|k| !k.keys().is_empty());
+            if request.is_some() && round >= BATCH_GET_ROUNDS {
+                return Err(StoreError::Unavailable {
+                    operation: "BatchGetItem",
+                    message: format!("keys still unprocessed after {round} rounds (throttled)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn write_pending_kyc(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let expression = Expression::new()
+            .require_in(
+                attr::STATUS,
+                vec![
+                    status(ItemStatus::Pending),
+                    status(ItemStatus::PendingKyc),
+                    status(ItemStatus::Failed),
+                ],
+            )
+            .set(attr::STATUS, status(ItemStatus::PendingKyc))
+            .set(attr::FAILURE_REASON, s(reason))
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+        conditional(
+            self.update(&item.batch_id, &item.item_id, expression)
+                .send()
+                .await,
+        )
+    }
+
+    pub(crate) async fn write_claim(
+        &self,
+        item: &PayoutItem,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let seen = item.attempt;
+        let next_generation =
+            item.status == ItemStatus::Failed && seen.reconcile_since_ms.is_none();
+        let claim = Claim {
+            batch_id: item.batch_id.clone(),
+            item_id: item.item_id.clone(),
+            attempt: seen.attempt + 1,
+            key_generation: seen.key_generation + u32::from(next_generation),
+            lease_until_ms: now_ms + lease.as_millis() as u64,
+        };
+        let mut expression = Expression::new().require_equal(attr::STATUS, status(item.status));
+        expression = if seen.attempt == 0 {
+            expression.require_absent_or_equal(attr::ATTEMPT, n(0))
+        } else {
+            expression.require_equal(attr::ATTEMPT, n(seen.attempt))
+        };
+        if item.status == ItemStatus::Submitting {
+            expression = expression.require_absent_or_below(attr::LEASE_UNTIL, n(now_ms));
+        }
+        expression = expression
+            .set(attr::STATUS, status(ItemStatus::Submitting))
+            .set(attr::ATTEMPT, n(claim.attempt))
+            .set(attr::LEASE_UNTIL, n(claim.lease_until_ms))
+            .set(attr::KEY_GENERATION, n(claim.key_generation))
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+            .remove(attr::FAILURE_REASON);
+        if next_generation {
+            expression = expression
+                .require_absent(attr::RECONCILE_SINCE)
+                .set(attr::KEY_FIRST_USED_AT, n(now_ms));
+        } else if item.status != ItemStatus::Submitting {
+            // A `submitting` item's key was used by an earlier attempt: its first use stays.
+            expression = expression.set_if_absent(attr::KEY_FIRST_USED_AT, n(now_ms));
+        }
+        let result = self
+            .update(&item.batch_id, &item.item_id, expression)
+            .send()
+            .await;
+        Ok(match conditional(result)? {
+            TransitionOutcome::Applied => ClaimOutcome::Claimed(claim),
+            TransitionOutcome::Superseded { current } => ClaimOutcome::Lost { current },
+        })
+    }
+
+    pub(crate) async fn write_accepted(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let expression = fenced(claim, now_ms)
+            .set(attr::STATUS, status(ItemStatus::Processing))
+            .set(attr::PROVIDER_PAYOUT_ID, s(provider_payout_id))
+            .remove(attr::LEASE_UNTIL)
+            .remove(attr::FAILURE_REASON)
+            .remove(attr::RECONCILE_SINCE);
+        conditional(
+            self.update(&claim.batch_id, &claim.item_id, expression)
+                .send()
+                .await,
+        )
+    }
+
+    pub(crate) async fn write_rejected(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let expression = fenced(claim, now_ms)
+            .set(attr::STATUS, status(ItemStatus::Failed))
+            .set(attr::FAILURE_REASON, s(reason))
+            .remove(attr::LEASE_UNTIL);
+        let expression = mark_key(expression, key, now_ms);
+        conditional(
+            self.update(&claim.batch_id, &claim.item_id, expression)
+                .send()
+                .await,
+        )
+    }
+
+    pub(crate) async fn write_next_key_generation(
+        &self,
+        claim: &mut Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let next = claim.key_generation + 1;
+        let expression = Expression::new()
+            .require_equal(attr::STATUS, status(ItemStatus::Submitting))
+            .require_equal(attr::ATTEMPT, n(claim.attempt))
+            .require_equal(attr::KEY_GENERATION, n(claim.key_generation))
+            .set(attr::KEY_GENERATION, n(next))
+            .set(attr::KEY_FIRST_USED_AT, n(now_ms))
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+            .remove(attr::RECONCILE_SINCE);
+        let outcome = conditional(
+            self.update(&claim.batch_id, &claim.item_id, expression)
+                .send()
+                .await,
+        )?;
+        if outcome == TransitionOutcome::Applied {
+            claim.key_generation = next;
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) async fn write_release(
+        &self,
+        claim: &Claim,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let expression = fenced(claim, now_ms).remove(attr::LEASE_UNTIL);
+        let expression = match key {
+            CurrentKey::Settled => expression,
+            CurrentKey::NeedsLookup => expression.set(attr::RECONCILE_SINCE, n(now_ms)),
+        };
+        conditional(
+            self.update(&claim.batch_id, &claim.item_id, expression)
+                .send()
+                .await,
+        )
+    }
+
+    /// An UpdateItem of one item under `expression`, returning the old item on a failed check.
+    fn update(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        expression: Expression,
+    ) -> UpdateItemFluentBuilder {
+        let parts = expression.build();
+        self.client()
+            .update_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::item_sk(item_id)))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+}
+
+/// An update guarded by "still `submitting` under this attempt", stamped `updatedAt`.
+fn fenced(claim: &Claim, now_ms: u64) -> Expression {
+    Expression::new()
+        .require_equal(attr::STATUS, status(ItemStatus::Submitting))
+        .require_equal(attr::ATTEMPT, n(claim.attempt))
+        .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+}
+
+/// Records what the current key can still tell: a key needing a lookup is marked
+/// `reconcileSince`; a settled one clears any earlier mark.
+fn mark_key(expression: Expression, key: CurrentKey, now_ms: u64) -> Expression {
+    match key {
+        CurrentKey::Settled => expression.remove(attr::RECONCILE_SINCE),
+        CurrentKey::NeedsLookup => expression.set(attr::RECONCILE_SINCE, n(now_ms)),
+    }
+}
+
+/// Turns an UpdateItem result into applied / superseded (with the status found), or an error.
+fn conditional<O, R: std::fmt::Debug>(
+    result: Result<O, SdkError<UpdateItemError, R>>,
+) -> Result<TransitionOutcome, StoreError> {
+    match result {
+        Ok(_) => Ok(TransitionOutcome::Applied),
+        Err(err) => match err.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                Ok(TransitionOutcome::Superseded {
+                    current: failed.item().and_then(|old: &Record| status_of(old)),
+                })
+            }
+            _ => Err(unavailable("UpdateItem", err)),
+        },
+    }
+}

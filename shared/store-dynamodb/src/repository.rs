@@ -1,0 +1,136 @@
+//! [`PayoutRepository`] for DynamoDB: each port method is one of the reads or conditional
+//! writes in `items` (the executor's) or `events` (settlement's).
+
+use crate::DynamoDbRepository;
+use payouts_core::domain::{PayoutBatch, PayoutItem, PayoutMethod};
+use payouts_core::ports::repository::{
+    BatchCompletion, Claim, ClaimOutcome, CurrentKey, EventApplied, ItemPage, PageCursor,
+    PayoutRepository, StoreError, TransitionOutcome,
+};
+use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[async_trait::async_trait]
+impl PayoutRepository for DynamoDbRepository {
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<PayoutBatch>, StoreError> {
+        self.read_batch(batch_id).await
+    }
+
+    async fn get_item(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError> {
+        self.read_item(batch_id, item_id).await
+    }
+
+    async fn query_items_page(
+        &self,
+        batch_id: &str,
+        start: Option<PageCursor>,
+        limit: Option<i32>,
+    ) -> Result<ItemPage, StoreError> {
+        self.read_items_page(batch_id, start, limit).await
+    }
+
+    async fn get_payout_methods(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, PayoutMethod>, StoreError> {
+        self.read_payout_methods(user_ids).await
+    }
+
+    async fn mark_pending_kyc(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_pending_kyc(item, reason, now_ms).await
+    }
+
+    async fn claim(
+        &self,
+        item: &PayoutItem,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.write_claim(item, now_ms, lease).await
+    }
+
+    async fn record_accepted(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_accepted(claim, provider_payout_id, now_ms).await
+    }
+
+    async fn record_rejected(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_rejected(claim, reason, key, now_ms).await
+    }
+
+    async fn advance_key_generation(
+        &self,
+        claim: &mut Claim,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_next_key_generation(claim, now_ms).await
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        key: CurrentKey,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_release(claim, key, now_ms).await
+    }
+
+    async fn find_item_by_provider_payout_id(
+        &self,
+        provider_payout_id: &str,
+    ) -> Result<Option<PayoutItem>, StoreError> {
+        self.find_by_provider_payout_id(provider_payout_id).await
+    }
+
+    async fn apply_item_event(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        kind: &PaymentEventKind,
+        item: &PayoutItem,
+        now_ms: u64,
+    ) -> Result<EventApplied, StoreError> {
+        self.write_item_event(provider, event, kind, item, now_ms)
+            .await
+    }
+
+    async fn record_event_once(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: Option<&PayoutItem>,
+        outcome: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.put_event_once(provider, event, item, outcome, now_ms)
+            .await
+    }
+
+    async fn refresh_batch_completion(
+        &self,
+        batch_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<BatchCompletion>, StoreError> {
+        self.write_batch_completion(batch_id, now_ms).await
+    }
+}

@@ -1,0 +1,90 @@
+//! The schema of the payouts and user-settings tables (`docs/design.md#data-contracts`): every
+//! attribute name, key format and index the store reads or writes, in one place.
+
+/// Attribute names, as stored (camelCase, as upstream writes them).
+pub mod attr {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const BATCH_ID: &str = "batchId";
+    pub const PROVIDER: &str = "provider";
+    pub const CURRENCY: &str = "currency";
+    pub const STATUS: &str = "status";
+    pub const CREATED_AT: &str = "createdAt";
+    pub const ITEM_ID: &str = "itemId";
+    pub const USER_ID: &str = "userId";
+    pub const NET_AMOUNT: &str = "netAmount";
+    pub const FAILURE_REASON: &str = "failureReason";
+    pub const PROVIDER_PAYOUT_ID: &str = "providerPayoutId";
+    pub const PAYOUT_METHOD: &str = "payoutMethod";
+    pub const PROVIDER_ACCOUNT_ID: &str = "providerAccountId";
+    pub const IS_VERIFIED: &str = "isVerified";
+    pub const METHOD_TYPE: &str = "type";
+    /// Added by the executor: the fencing token of the current attempt.
+    pub const ATTEMPT: &str = "attempt";
+    /// Added by the executor: epoch milliseconds at which the current claim expires.
+    pub const LEASE_UNTIL: &str = "leaseUntil";
+    /// Added by the executor: generation of the PSP idempotency key.
+    pub const KEY_GENERATION: &str = "keyGeneration";
+    /// Added by the executor and settlement: RFC 3339 time of the last transition.
+    pub const UPDATED_AT: &str = "updatedAt";
+    /// Added by the executor: epoch milliseconds at which the current key generation was first
+    /// sent to the PSP (written by the claim that first uses it, and by a generation move).
+    pub const KEY_FIRST_USED_AT: &str = "keyFirstUsedAt";
+    /// Added by the executor: epoch milliseconds at which the PSP stored an unknown outcome
+    /// under the current key; present until reconciliation resolves it.
+    pub const RECONCILE_SINCE: &str = "reconcileSince";
+    /// Added by settlement: RFC 3339 time the item was paid.
+    pub const PAID_AT: &str = "paidAt";
+    /// Added by settlement when a paid transfer is taken back.
+    pub const REVERSED_AT: &str = "reversedAt";
+    pub const REVERSAL_REASON: &str = "reversalReason";
+    pub const REVERSAL_EVENT_ID: &str = "reversalEventId";
+    /// Added to the batch when it completes: per-status counts and when.
+    pub const ITEM_COUNTS: &str = "itemCounts";
+    pub const COMPLETED_AT: &str = "completedAt";
+    /// Webhook event records.
+    pub const EVENT_ID: &str = "eventId";
+    pub const EVENT_TYPE: &str = "eventType";
+    pub const OUTCOME: &str = "outcome";
+    pub const RECEIVED_AT: &str = "receivedAt";
+    pub const TRANSFER_ID: &str = "transferId";
+    /// Epoch seconds at which DynamoDB's TTL deletes the record.
+    pub const EXPIRES_AT: &str = "expiresAt";
+}
+
+/// The key format: one place builds and parses every key.
+pub mod keys {
+    pub const BATCH_PK_PREFIX: &str = "BATCH#";
+    pub const BATCH_SK: &str = "BATCH";
+    pub const ITEM_SK_PREFIX: &str = "ITEM#";
+    pub const EVENT_SK: &str = "EVENT";
+
+    pub fn batch_pk(batch_id: &str) -> String {
+        format!("{BATCH_PK_PREFIX}{batch_id}")
+    }
+
+    pub fn item_sk(item_id: &str) -> String {
+        format!("{ITEM_SK_PREFIX}{item_id}")
+    }
+
+    /// The key of an event's once-only record: one per provider and event id.
+    pub fn event_pk(provider: &str, event_id: &str) -> String {
+        format!("EVENT#{provider}#{event_id}")
+    }
+
+    /// The batch id of a batch or item partition key.
+    pub fn batch_id_of(pk: &str) -> Option<&str> {
+        pk.strip_prefix(BATCH_PK_PREFIX)
+    }
+
+    /// The item id of an item sort key.
+    pub fn item_id_of(sk: &str) -> Option<&str> {
+        sk.strip_prefix(ITEM_SK_PREFIX)
+    }
+}
+
+/// The index on `providerPayoutId` (see `infra/tables.json`).
+pub const PROVIDER_PAYOUT_ID_INDEX: &str = "byProviderPayoutId";
+
+/// How long an event id is remembered for deduplication (PSPs retry for up to 3 days).
+pub const EVENT_RETENTION_SECS: u64 = 30 * 24 * 3600;

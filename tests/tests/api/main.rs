@@ -1,0 +1,12 @@
+//! The integration tests, one binary (one link on 2 cores): each module tests one boundary
+//! against a real DynamoDB API (dynoxide in-process by default; `AWS_ENDPOINT_URL_DYNAMODB`
+//! for another), with the harness in `tests/src/`.
+
+mod conformance;
+mod executor;
+mod fault_simulation;
+mod lambda_handler;
+mod ops_cli;
+mod psp_webhook;
+mod stripe;
+mod template;
