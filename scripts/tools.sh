@@ -37,7 +37,7 @@ ensure_sam() {
     export PATH="$TOOLS_VENV/bin:$PATH"
 }
 
-# moto's server (pinned): the SQS API for the operator CLI's tests (tests/tests/ops_cli.rs).
+# moto's server (pinned): the SQS API for the operator CLI's tests (tests/tests/api/ops_cli.rs).
 MOTO_VERSION=5.1.18
 ensure_moto() {
     if [ ! -x "$TOOLS_VENV/bin/moto_server" ]; then

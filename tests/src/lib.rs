@@ -6,9 +6,9 @@
 //! the tests use that endpoint instead (DynamoDB Local, or real AWS with the usual credentials),
 //! each test on its own freshly created, uniquely named tables.
 //!
-//! [`fake_stripe`] is a fake Stripe API for the Stripe adapter's tests (and local runs).
+//! [`fakes`] holds each PSP's fake (the Stripe API today), for the adapters' tests and local runs.
 
-pub mod fake_stripe;
+pub mod fakes;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;

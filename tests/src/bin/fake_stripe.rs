@@ -7,7 +7,7 @@
 //!
 //! Every transfer it makes is printed when it stops (Ctrl-C).
 
-use integration_tests::fake_stripe::{FAKE_SECRET_KEY, FakeStripe};
+use integration_tests::fakes::stripe::{FAKE_SECRET_KEY, FakeStripe};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

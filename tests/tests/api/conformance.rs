@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use http::HeaderMap;
-use integration_tests::fake_stripe::FakeStripe;
+use integration_tests::fakes::stripe::FakeStripe;
 use payouts_core::ports::payment::{IdempotencyKey, PaymentAdapter, PaymentError, TransferRequest};
 use payouts_core::ports::webhook::{
     ItemReference, PaymentEventKind, VerifiedWebhook, WebhookError, WebhookRequest,

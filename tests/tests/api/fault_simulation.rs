@@ -6,12 +6,12 @@
 //!
 //! After every scenario the invariants are checked; a violation prints the seed and the event
 //! trace. `SIM_SCENARIOS` (default 300) and `SIM_SEED` (default 0x5eed) set the run:
-//! `SIM_SCENARIOS=5000 scripts/test.sh --test fault_simulation --no-capture` is the long one.
+//! `SIM_SCENARIOS=5000 scripts/test.sh fault_simulation --no-capture` is the long one.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method};
-use integration_tests::fake_stripe::{FakeStripe, Fault};
+use integration_tests::fakes::stripe::{FakeStripe, Fault};
 use integration_tests::{TestEnv, number};
 use payouts_core::clock::{now_ms, rfc3339_from_ms};
 use payouts_core::domain::ItemStatus;

@@ -1,8 +1,8 @@
 //! The Stripe adapter end to end: the real executor, the real HTTP adapter, the fake Stripe
-//! (`integration_tests::fake_stripe`) and a real DynamoDB API. What was paid is what the fake
+//! (`integration_tests::fakes::stripe`) and a real DynamoDB API. What was paid is what the fake
 //! counts per destination.
 
-use integration_tests::fake_stripe::{FAKE_KEY_RETENTION, FakeStripe, Fault};
+use integration_tests::fakes::stripe::{FAKE_KEY_RETENTION, FakeStripe, Fault};
 use integration_tests::{TestEnv, items, number, test_config, verified_users};
 use payouts_config::StripeSettings;
 use payouts_core::domain::ItemStatus;
