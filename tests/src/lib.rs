@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use payouts_core::clock::{Clock, SystemClock};
+use payouts_core::clock::ShiftedClock;
 use payouts_core::domain::PayoutItem;
 use payouts_core::executor::{Executor, ExecutorConfig};
 use payouts_core::ports::payment::PaymentAdapter;
@@ -31,12 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A DynamoDB with the project's tables, ready for one test, and the clock the code under
-/// test reads (the machine's, unless the test sets its own).
+/// test reads: the machine's time, which a test moves forward (`env.clock.advance(…)`) to let
+/// leases run out and keys age.
 pub struct TestEnv {
     _server: Option<LocalDynamoDb>,
     pub store: DynamoDbRepository,
     pub requests: RequestCounter,
-    pub clock: Arc<dyn Clock>,
+    pub clock: ShiftedClock,
 }
 
 /// The one executor configuration the tests start from; a test that needs other values says
@@ -144,7 +145,7 @@ impl TestEnv {
             _server: server,
             store: DynamoDbRepository::new(client, &names[0], &names[1]),
             requests,
-            clock: Arc::new(SystemClock),
+            clock: ShiftedClock::new(),
         }
     }
 
@@ -169,7 +170,12 @@ impl TestEnv {
         config: ExecutorConfig,
     ) -> Executor {
         let adapters = PaymentAdapterRegistry::new().register(adapter);
-        Executor::new(self.repository(), adapters, config, self.clock.clone())
+        Executor::new(
+            self.repository(),
+            adapters,
+            config,
+            Arc::new(self.clock.clone()),
+        )
     }
 
     /// Writes a batch record and its items (`(itemId, userId, netAmount)`), as upstream does.

@@ -150,7 +150,7 @@ async fn settle(
             batch_completion,
         }) => Some(json!({
             "result": "applied", "eventId": event.event_id, "batchId": batch_id, "itemId": item_id,
-            "batchStatus": batch_completion.map(|c| c.status),
+            "batchStatus": batch_completion.map(|c| c.status.as_str()),
         })),
         Ok(SettlementOutcome::Duplicate) => {
             Some(json!({ "result": "duplicate", "eventId": event.event_id }))

@@ -24,26 +24,27 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at the machine's time and moves only when told: tests and the fault
-/// simulation age leases and keys with it instead of editing records by hand.
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicU64>);
+/// The machine's time shifted forward by an amount tests choose: tests and the fault simulation
+/// let leases run out and keys age by moving this clock, instead of editing records by hand,
+/// while time still passes as usual between moves.
+#[derive(Debug, Clone, Default)]
+pub struct ShiftedClock(Arc<AtomicU64>);
 
-impl ManualClock {
-    /// A clock reading the machine's time now, frozen there.
-    pub fn starting_now() -> Self {
-        ManualClock(Arc::new(AtomicU64::new(now_ms())))
+impl ShiftedClock {
+    /// A clock reading the machine's time (no shift yet).
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, for every reader of this clock.
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
-impl Clock for ManualClock {
+impl Clock for ShiftedClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        now_ms() + self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -118,6 +119,17 @@ pub fn ms_from_rfc3339(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Clock, ShiftedClock, SystemClock};
+    use std::time::Duration;
+
+    #[test]
+    fn a_shifted_clock_moves_forward_only_when_told_and_with_time() {
+        let clock = ShiftedClock::new();
+        let before = SystemClock.now_ms();
+        assert!(clock.now_ms() >= before && clock.now_ms() < before + 1_000);
+        clock.clone().advance(Duration::from_secs(3_600));
+        assert!(clock.now_ms() >= before + 3_600_000);
+    }
     #[test]
     fn parses_what_it_formats() {
         for ms in [0, 951_782_400_000, 1_795_606_200_123, 1_709_251_199_999] {

@@ -82,6 +82,43 @@ impl FromStr for ItemStatus {
     }
 }
 
+/// Where a batch stands, as the service writes it (upstream writes `pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchStatus {
+    /// As written upstream, and while items are still in flight.
+    Pending,
+    /// Every item is `paid`.
+    Completed,
+    /// No item is in flight, and at least one ended other than `paid` (`failed`, `pending_kyc`).
+    CompletedWithFailures,
+}
+
+impl BatchStatus {
+    /// The attribute value stored in DynamoDB.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Pending => "pending",
+            BatchStatus::Completed => "completed",
+            BatchStatus::CompletedWithFailures => "completed_with_failures",
+        }
+    }
+
+    /// The final status of a batch none of whose items is in flight.
+    pub fn settled(all_paid: bool) -> Self {
+        if all_paid {
+            BatchStatus::Completed
+        } else {
+            BatchStatus::CompletedWithFailures
+        }
+    }
+}
+
+impl fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A payout batch record: which PSP pays it and in which currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayoutBatch {
@@ -90,6 +127,7 @@ pub struct PayoutBatch {
     pub provider: String,
     /// ISO 4217 code; every item of the batch is in this currency.
     pub currency: String,
+    /// As stored: upstream's `pending`, or a [`BatchStatus`] the service wrote.
     pub status: String,
 }
 

@@ -124,7 +124,7 @@ async fn complete_batch(
             .iter()
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
-        info!(batch_id, status = done.status, counts = %counts.join(","), "batch completed");
+        info!(batch_id, status = %done.status, counts = %counts.join(","), "batch completed");
     }
     Ok(completion)
 }

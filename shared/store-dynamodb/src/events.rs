@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use payouts_core::clock::rfc3339_from_ms;
-use payouts_core::domain::{ItemStatus, PayoutItem};
+use payouts_core::domain::{BatchStatus, ItemStatus, PayoutItem};
 use payouts_core::ports::repository::{BatchCompletion, EventApplied, StoreError};
 use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
 use std::collections::{BTreeMap, HashMap};
@@ -235,12 +235,7 @@ impl DynamoDbRepository {
         let Some(counts) = self.settled_item_counts(batch_id).await? else {
             return Ok(None);
         };
-        let all_paid = counts.keys().all(|s| *s == ItemStatus::Paid);
-        let batch_status = if all_paid {
-            "completed"
-        } else {
-            "completed_with_failures"
-        };
+        let batch_status = BatchStatus::settled(counts.keys().all(|s| *s == ItemStatus::Paid));
         let counts_value = AttributeValue::M(
             counts
                 .iter()
@@ -249,7 +244,7 @@ impl DynamoDbRepository {
         );
         let parts = Expression::new()
             .require_present(attr::PK)
-            .set(attr::STATUS, s(batch_status))
+            .set(attr::STATUS, s(batch_status.as_str()))
             .set(attr::ITEM_COUNTS, counts_value)
             .set(attr::COMPLETED_AT, s(rfc3339_from_ms(now_ms)))
             .build();

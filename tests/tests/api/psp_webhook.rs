@@ -39,7 +39,7 @@ impl Harness {
         let app = WebhookApp {
             store: env.repository(),
             adapters: PaymentAdapterRegistry::new().register(psp.clone()),
-            clock: env.clock.clone(),
+            clock: Arc::new(env.clock.clone()),
         };
         Harness { env, psp, app }
     }

@@ -14,8 +14,6 @@ use payouts_store_dynamodb::schema::{attr, keys};
 use std::sync::Arc;
 use std::time::Duration;
 
-const HOUR_MS: u64 = 3_600_000;
-
 struct Setup {
     env: TestEnv,
     fake: FakeStripe,
@@ -543,7 +541,7 @@ async fn a_redelivery_25_hours_after_a_dropped_response_reconciles_instead_of_re
         !t.fake.has_key(key),
         "the fake forgot the key: resending it would pay again"
     );
-    age_item(&t.env, "b-stripe-25h", "item-00001", 25).await;
+    t.env.clock.advance(Duration::from_secs(25 * 3600));
 
     let later = t
         .executor
@@ -581,7 +579,7 @@ async fn an_expired_key_whose_transfer_never_happened_is_paid_under_the_next_gen
         .await
         .unwrap();
     t.fake.advance_clock(Duration::from_secs(25 * 3600));
-    age_item(&t.env, "b-stripe-25h-none", "item-00001", 25).await;
+    t.env.clock.advance(Duration::from_secs(25 * 3600));
 
     let later = t
         .executor
@@ -673,24 +671,4 @@ async fn fake_stripe_keeps_keys_24_hours_and_refuses_changed_parameters() {
         bad_key.submit_transfer(&other_item).await,
         Err(PaymentError::PlatformRefused { .. })
     ));
-}
-
-/// Moves the item's key first use and last update `hours` into the past (simulated time).
-async fn age_item(env: &TestEnv, batch_id: &str, item_id: &str, hours: u64) {
-    let item = env.item(batch_id, item_id).await;
-    let first_used = item.attempt.key_first_used_ms.expect("keyFirstUsedAt");
-    let past = first_used - hours * HOUR_MS;
-    env.client()
-        .update_item()
-        .table_name(env.store.payouts_table())
-        .key(attr::PK, s(keys::batch_pk(batch_id)))
-        .key(attr::SK, s(keys::item_sk(item_id)))
-        .update_expression("SET #k = :k, #u = :u")
-        .expression_attribute_names("#k", attr::KEY_FIRST_USED_AT)
-        .expression_attribute_names("#u", attr::UPDATED_AT)
-        .expression_attribute_values(":k", number(past))
-        .expression_attribute_values(":u", s(payouts_core::clock::rfc3339_from_ms(past)))
-        .send()
-        .await
-        .unwrap();
 }

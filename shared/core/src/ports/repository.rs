@@ -2,7 +2,7 @@
 //! DynamoDB implementation (`payouts-store-dynamodb`) makes each transition one conditional
 //! write, which is what makes the protocol safe (`docs/design.md#the-item-protocol-claim-pay-record`).
 
-use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
+use crate::domain::{BatchStatus, ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use crate::ports::webhook::{PaymentEvent, PaymentEventKind};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub enum EventApplied {
 /// Per-status item counts, and the batch status they add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchCompletion {
-    pub status: &'static str,
+    pub status: BatchStatus,
     pub counts: BTreeMap<ItemStatus, u64>,
 }
 
