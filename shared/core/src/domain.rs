@@ -165,7 +165,37 @@ pub struct PayoutItem {
     pub attempt: AttemptState,
 }
 
+/// The longest item id: with the batch id, it fits every PSP's idempotency key.
+pub const MAX_ITEM_ID_LEN: usize = 128;
+/// DynamoDB's limit on a partition key value (the user-settings table is keyed by `userId`).
+pub const MAX_USER_ID_BYTES: usize = 2048;
+
 impl PayoutItem {
+    /// Why this item's ids cannot be used to pay it (keys, headers and the settings lookup are
+    /// built from them), or `None` when they can.
+    pub fn unusable_ids(&self) -> Option<String> {
+        let visible = |id: &str| id.bytes().all(|b| b.is_ascii_graphic());
+        if self.item_id.is_empty()
+            || self.item_id.len() > MAX_ITEM_ID_LEN
+            || !visible(&self.item_id)
+        {
+            return Some(format!(
+                "itemId {:?} is not usable: 1 to {MAX_ITEM_ID_LEN} visible ASCII characters expected",
+                self.item_id
+            ));
+        }
+        if self.user_id.trim().is_empty() {
+            return Some("userId is empty: the recipient cannot be looked up".to_owned());
+        }
+        if self.user_id.len() > MAX_USER_ID_BYTES {
+            return Some(format!(
+                "userId is {} bytes, over the {MAX_USER_ID_BYTES}-byte key limit of the user-settings table",
+                self.user_id.len()
+            ));
+        }
+        None
+    }
+
     /// Whether another attempt holds this item right now (its lease has not run out).
     pub fn is_leased_at(&self, now_ms: u64) -> bool {
         self.status == ItemStatus::Submitting

@@ -85,17 +85,23 @@ pub(crate) fn decode_batch(batch_id: &str, record: &Record) -> Result<PayoutBatc
     })
 }
 
-/// Decodes an item record; reads items that carry only upstream's attributes.
+/// Decodes an item record strictly: the item id is the sort key's (every write is keyed by it),
+/// an `itemId` attribute that disagrees or a missing `status` makes the record malformed. Reads
+/// items that carry only upstream's attributes.
 pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreError> {
     let sk = get_s(record, attr::SK).unwrap_or_default();
-    let item_id = get_s(record, attr::ITEM_ID)
-        .or_else(|| keys::item_id_of(sk))
-        .unwrap_or_default()
-        .to_owned();
     let malformed = |problem: String| StoreError::Malformed {
         key: format!("{}/{sk}", keys::batch_pk(batch_id)),
         problem,
     };
+    let item_id = keys::item_id_of(sk)
+        .ok_or_else(|| malformed("sort key is not ITEM#<itemId>".into()))?
+        .to_owned();
+    if let Some(attribute) = get_s(record, attr::ITEM_ID).filter(|id| *id != item_id) {
+        return Err(malformed(format!(
+            "attribute `itemId` {attribute:?} disagrees with the sort key's {item_id:?}"
+        )));
+    }
     let user_id = get_s(record, attr::USER_ID)
         .ok_or_else(|| malformed("missing string attribute `userId`".into()))?
         .to_owned();
@@ -104,7 +110,7 @@ pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreE
         _ => return Err(malformed("missing number attribute `netAmount`".into())),
     };
     let status = get_s(record, attr::STATUS)
-        .unwrap_or(ItemStatus::Pending.as_str())
+        .ok_or_else(|| malformed("missing string attribute `status`".into()))?
         .parse::<ItemStatus>()
         .map_err(|e| malformed(e.to_string()))?;
     Ok(PayoutItem {

@@ -198,6 +198,42 @@ impl DynamoDbRepository {
         reason: &str,
         now_ms: u64,
     ) -> Result<TransitionOutcome, StoreError> {
+        let seen = item.attempt;
+        let mut expression = Expression::new()
+            .set(attr::STATUS, status(ItemStatus::PendingKyc))
+            .set(attr::FAILURE_REASON, s(reason))
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+        expression = if item.status == ItemStatus::Failed && seen.reconcile_since_ms.is_none() {
+            // The PSP stored its rejection under the current key: the next attempt must not
+            // replay it, so the item leaves `failed` on the next generation (written once:
+            // fenced on the generation it leaves).
+            unchanged_since_read(expression, item)
+                .require_absent(attr::RECONCILE_SINCE)
+                .set(attr::KEY_GENERATION, n(seen.key_generation + 1))
+                .remove(attr::KEY_FIRST_USED_AT)
+        } else {
+            expression.require_in(
+                attr::STATUS,
+                vec![
+                    status(ItemStatus::Pending),
+                    status(ItemStatus::PendingKyc),
+                    status(ItemStatus::Failed),
+                ],
+            )
+        };
+        conditional(
+            self.update(&item.batch_id, &item.item_id, expression)
+                .send()
+                .await,
+        )
+    }
+
+    pub(crate) async fn write_refused(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
         let expression = Expression::new()
             .require_in(
                 attr::STATUS,
@@ -207,9 +243,10 @@ impl DynamoDbRepository {
                     status(ItemStatus::Failed),
                 ],
             )
-            .set(attr::STATUS, status(ItemStatus::PendingKyc))
+            .set(attr::STATUS, status(ItemStatus::Failed))
             .set(attr::FAILURE_REASON, s(reason))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+        let expression = unchanged_since_read(expression, item);
         conditional(
             self.update(&item.batch_id, &item.item_id, expression)
                 .send()
@@ -366,6 +403,21 @@ impl DynamoDbRepository {
             .set_expression_attribute_names(parts.names)
             .set_expression_attribute_values(parts.values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+}
+
+/// Guards `expression` on the item being as it was read: same status, attempt and key generation.
+fn unchanged_since_read(expression: Expression, item: &PayoutItem) -> Expression {
+    let seen = item.attempt;
+    let expression = expression.require_equal(attr::STATUS, status(item.status));
+    if seen.attempt == 0 && seen.key_generation == 0 {
+        expression
+            .require_absent_or_equal(attr::ATTEMPT, n(0))
+            .require_absent_or_equal(attr::KEY_GENERATION, n(0))
+    } else {
+        expression
+            .require_equal(attr::ATTEMPT, n(seen.attempt))
+            .require_equal(attr::KEY_GENERATION, n(seen.key_generation))
     }
 }
 

@@ -41,6 +41,15 @@ impl PayoutRepository for DynamoDbRepository {
         self.read_payout_methods(user_ids).await
     }
 
+    async fn mark_refused(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.write_refused(item, reason, now_ms).await
+    }
+
     async fn mark_pending_kyc(
         &self,
         item: &PayoutItem,

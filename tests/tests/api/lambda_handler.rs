@@ -86,7 +86,7 @@ async fn poison_messages_are_dropped_with_a_reason_and_change_nothing() {
         ),
         (
             Some(r#"{"type":"payout.execute","payload":{"batchId":"b-bad-currency"}}"#),
-            "not an ISO 4217 code",
+            "currency \"dollars\" is not an ISO 4217 currency",
         ),
     ];
     for (body, expected) in cases {
@@ -116,7 +116,7 @@ async fn poison_messages_are_dropped_with_a_reason_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn unpayable_amounts_are_refused_without_a_write_or_a_psp_call() {
+async fn unpayable_amounts_fail_with_a_reason_and_never_reach_the_psp() {
     let env = TestEnv::start().await;
     let batch = vec![
         ("item-zero".to_owned(), "user-1".to_owned(), "0".to_owned()),
@@ -138,7 +138,7 @@ async fn unpayable_amounts_are_refused_without_a_write_or_a_psp_call() {
     ];
     env.seed_batch("b-amounts", "sandbox", "USD", &batch).await;
     env.seed_users(&verified_users(&batch)).await;
-    let before = env.scan_payouts().await;
+    let stored_before = env.items("b-amounts").await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
     let app = app(&env, &psp, test_config(), None);
 
@@ -147,22 +147,27 @@ async fn unpayable_amounts_are_refused_without_a_write_or_a_psp_call() {
     let Disposition::Done(Some(summary)) = disposition else {
         panic!("{disposition:?}")
     };
-    assert_eq!((summary.invalid, summary.submitted), (3, 1), "{summary:?}");
-    let after = env.scan_payouts().await;
-    for (before, after) in before.iter().zip(&after) {
-        let id = before
-            .get("itemId")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default();
-        if id == "item-good" {
-            assert_ne!(before, after);
-        } else {
-            assert_eq!(before, after, "{id} must not change");
-        }
+    assert_eq!((summary.failed, summary.submitted), (3, 1), "{summary:?}");
+    for (item_id, _, _) in &batch[..3] {
+        let refused = env.item("b-amounts", item_id).await;
+        let before = stored_before
+            .iter()
+            .find(|i| &i.item_id == item_id)
+            .unwrap();
+        assert_eq!(refused.status, ItemStatus::Failed, "{item_id}");
+        assert_eq!(
+            refused.net_amount, before.net_amount,
+            "the amount is left as upstream wrote it"
+        );
+        let reason = refused.failure_reason.unwrap_or_default();
+        assert!(reason.contains("amount"), "{item_id}: {reason}");
     }
     assert_eq!(psp.calls(), 1, "only the good item reached the PSP");
     assert_eq!(psp.transfers()[0].item_id, "item-good");
+    // Running again changes nothing: the reasons are already recorded.
+    let again = handle_message(&app, message("m2", Some(&job("b-amounts"))), None).await;
+    assert!(matches!(again, Disposition::Done(_)), "{again:?}");
+    assert_eq!(psp.calls(), 1);
 }
 
 #[tokio::test]

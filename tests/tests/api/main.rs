@@ -6,6 +6,7 @@ mod conformance;
 mod executor;
 mod fault_simulation;
 mod lambda_handler;
+mod money_edges;
 mod ops_cli;
 mod psp_webhook;
 mod stripe;

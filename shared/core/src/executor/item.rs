@@ -2,9 +2,9 @@
 //! write after the claim is fenced on the claim, so a superseded attempt changes nothing.
 
 use super::summary::ItemOutcome;
-use super::{Executor, ItemToPay};
+use super::{Executor, ItemPath, ItemWork};
 use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
-use crate::money::PayoutAmount;
+use crate::money::{Currency, PayoutAmount};
 use crate::ports::payment::{
     IdempotencyKey, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
 };
@@ -22,21 +22,45 @@ enum Reconciled {
     Done(ItemOutcome),
 }
 
+/// What the page reader makes of one read item.
+pub(super) enum Sorted {
+    /// May be paid: the amount in the PSP's minor units.
+    Pay(PayoutItem, i64),
+    /// Can never be paid as it stands; the reason goes on the item.
+    Refuse(PayoutItem, String),
+    /// Needs no work in this run.
+    Done(ItemOutcome),
+}
+
 impl Executor {
     /// One item in its own span; a store error is counted as retryable, never lost.
     pub(super) async fn run_item(
         &self,
         batch: &PayoutBatch,
         adapter: &dyn PaymentAdapter,
-        work: ItemToPay,
-        start_by: Option<Instant>,
+        work: ItemWork,
+        deadline: Option<Instant>,
     ) -> ItemOutcome {
-        let span = info_span!("item", batch_id = %work.item.batch_id, item_id = %work.item.item_id);
-        match self
-            .pay_item(batch, adapter, work, start_by)
-            .instrument(span)
-            .await
-        {
+        let item = work.item();
+        let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.item_id);
+        let run = async {
+            match work {
+                ItemWork::Pay {
+                    item,
+                    amount_minor,
+                    method,
+                } => {
+                    let payable = PayableItem {
+                        item,
+                        amount_minor,
+                        method,
+                    };
+                    self.pay_item(batch, adapter, payable, deadline).await
+                }
+                ItemWork::Refuse { item, reason } => self.refuse_item(&item, &reason).await,
+            }
+        };
+        match run.instrument(span).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 error!(error = %err, "storage error; the item will be retried");
@@ -49,12 +73,12 @@ impl Executor {
         &self,
         batch: &PayoutBatch,
         adapter: &dyn PaymentAdapter,
-        ItemToPay {
+        PayableItem {
             item,
-            amount,
+            amount_minor,
             method,
-        }: ItemToPay,
-        start_by: Option<Instant>,
+        }: PayableItem,
+        deadline: Option<Instant>,
     ) -> Result<ItemOutcome, StoreError> {
         let destination = match self
             .payable_destination(&item, method.as_ref(), batch)
@@ -63,10 +87,14 @@ impl Executor {
             Ok(account) => account,
             Err(outcome) => return Ok(outcome),
         };
-        if start_by.is_some_and(|t| Instant::now() >= t) {
+        let reconcile = reconciliation_due(&item, adapter.key_reuse_window(), self.now_ms());
+        let path = match reconcile {
+            Some(_) => ItemPath::ReconcileThenPay,
+            None => ItemPath::Pay,
+        };
+        if deadline.is_some_and(|d| Instant::now() + self.config.start_reserve(path) >= d) {
             return Ok(ItemOutcome::Deferred);
         }
-        let reconcile = reconciliation_due(&item, adapter.key_reuse_window(), self.now_ms());
         if let Some(why) = reconcile
             && !self.settled_for_lookup(&item, adapter, why)
         {
@@ -87,7 +115,7 @@ impl Executor {
             from = %item.status, to = %ItemStatus::Submitting, attempt = claim.attempt,
             key_generation = claim.key_generation, "item transition"
         );
-        let mut request = transfer_request(batch, &item, &claim, destination, &amount);
+        let mut request = transfer_request(batch, &item, &claim, destination, amount_minor);
         if let Some(why) = reconcile {
             match self
                 .reconcile(adapter, &mut claim, &mut request, why)
@@ -324,6 +352,29 @@ impl Executor {
         }
     }
 
+    /// An item that can never be paid as it stands becomes `failed` with the reason, so it is
+    /// not silently left `pending` and its batch can complete; upstream fixes it and re-runs.
+    async fn refuse_item(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+    ) -> Result<ItemOutcome, StoreError> {
+        error!(status = %item.status, %reason, "item cannot be paid as it stands; failed with the reason, nothing sent to the PSP");
+        if item.status == ItemStatus::Failed && item.failure_reason.as_deref() == Some(reason) {
+            return Ok(ItemOutcome::Failed);
+        }
+        match self.store.mark_refused(item, reason, self.now_ms()).await? {
+            TransitionOutcome::Applied => {
+                info!(from = %item.status, to = %ItemStatus::Failed, reason, "item transition");
+                Ok(ItemOutcome::Failed)
+            }
+            TransitionOutcome::Superseded { current } => {
+                info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
+                Ok(ItemOutcome::Skipped)
+            }
+        }
+    }
+
     async fn hold_for_kyc(
         &self,
         item: &PayoutItem,
@@ -349,13 +400,20 @@ impl Executor {
     }
 }
 
+/// An item the reader found payable, with what the worker needs to pay it.
+struct PayableItem {
+    item: PayoutItem,
+    amount_minor: i64,
+    method: Option<PayoutMethod>,
+}
+
 /// The transfer a claimed item asks for, under the claim's key generation.
 fn transfer_request(
     batch: &PayoutBatch,
     item: &PayoutItem,
     claim: &Claim,
     destination: String,
-    amount: &PayoutAmount,
+    amount_minor: i64,
 ) -> TransferRequest {
     TransferRequest {
         idempotency_key: IdempotencyKey::for_item(
@@ -366,8 +424,8 @@ fn transfer_request(
         batch_id: batch.batch_id.clone(),
         item_id: item.item_id.clone(),
         destination,
-        amount_minor: amount.minor_units,
-        currency: amount.currency.clone(),
+        amount_minor,
+        currency: batch.currency.trim().to_ascii_uppercase(),
     }
 }
 
@@ -396,27 +454,43 @@ pub(crate) fn reconciliation_due(
     }
 }
 
-/// Sorts a read item into "needs work" (with its validated amount) or an outcome needing none.
+/// Sorts a read item: needs no work, can never be paid as it stands (ids or amount unusable),
+/// or may be paid (with its amount in the PSP's minor units).
 pub(super) fn sort_read_item(
     batch: &PayoutBatch,
+    currency: Currency,
+    adapter: &dyn PaymentAdapter,
     decoded: Result<PayoutItem, StoreError>,
     now: u64,
-) -> Result<(PayoutItem, PayoutAmount), ItemOutcome> {
-    let item = decoded.map_err(|err| {
-        error!(batch_id = %batch.batch_id, error = %err, "unreadable item skipped; nothing written");
-        ItemOutcome::Invalid
-    })?;
+) -> Sorted {
+    let item = match decoded {
+        Ok(item) => item,
+        Err(err) => {
+            error!(batch_id = %batch.batch_id, error = %err, "unreadable item record: reported, nothing written, never paid");
+            return Sorted::Done(ItemOutcome::Invalid);
+        }
+    };
     match item.status {
-        ItemStatus::Processing | ItemStatus::Paid => return Err(ItemOutcome::Skipped),
-        ItemStatus::Submitting if item.is_leased_at(now) => return Err(ItemOutcome::InFlight),
+        ItemStatus::Processing | ItemStatus::Paid => return Sorted::Done(ItemOutcome::Skipped),
+        ItemStatus::Submitting if item.is_leased_at(now) => {
+            return Sorted::Done(ItemOutcome::InFlight);
+        }
         _ => {}
     }
-    match PayoutAmount::parse(&item.net_amount, &batch.currency) {
-        Ok(amount) => Ok((item, amount)),
-        Err(err) => {
-            error!(batch_id = %batch.batch_id, item_id = %item.item_id, error = %err, "item has an unpayable amount; skipped, nothing written");
-            Err(ItemOutcome::Invalid)
+    let payable = item.unusable_ids().map_or(Ok(()), Err).and_then(|()| {
+        PayoutAmount::parse(&item.net_amount, currency)
+            .and_then(|amount| adapter.minor_units(&amount))
+            .map_err(|e| e.to_string())
+    });
+    match payable {
+        Ok(amount_minor) => Sorted::Pay(item, amount_minor),
+        // An interrupted attempt may already have paid it: never dropped, never marked; retried
+        // (towards the DLQ, alarmed) until the record is fixed or the item reconciled by hand.
+        Err(reason) if item.status == ItemStatus::Submitting => {
+            error!(batch_id = %batch.batch_id, item_id = %item.item_id, %reason, attempt = item.attempt.attempt, "item left submitting by an interrupted attempt has become unusable; it may already be paid: retried, needs the record fixed or a manual reconciliation");
+            Sorted::Done(ItemOutcome::Retryable)
         }
+        Err(reason) => Sorted::Refuse(item, reason),
     }
 }
 
@@ -481,24 +555,56 @@ mod tests {
         assert!(reconciliation_due(&item(ItemStatus::Failed, stored_unknown), None, now).is_some());
     }
 
+    struct IsoAdapter;
+
+    #[async_trait::async_trait]
+    impl crate::ports::webhook::WebhookVerifier for IsoAdapter {
+        async fn verify_webhook(
+            &self,
+            _: crate::ports::webhook::WebhookRequest<'_>,
+        ) -> Result<crate::ports::webhook::VerifiedWebhook, crate::ports::webhook::WebhookError>
+        {
+            Err(crate::ports::webhook::WebhookError::BadSignature)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PaymentAdapter for IsoAdapter {
+        fn provider(&self) -> &str {
+            "iso"
+        }
+
+        async fn submit_transfer(
+            &self,
+            _: &TransferRequest,
+        ) -> Result<TransferReceipt, PaymentError> {
+            unreachable!("sorting never pays")
+        }
+    }
+
     #[test]
-    fn only_unleased_claimable_items_with_payable_amounts_need_work() {
+    fn only_unleased_claimable_items_with_usable_records_need_work() {
         let batch = PayoutBatch {
             batch_id: "b1".into(),
-            provider: "sandbox".into(),
-            currency: "USD".into(),
+            provider: "iso".into(),
+            currency: "usd".into(),
             status: "pending".into(),
         };
+        let usd = Currency::parse("usd").unwrap();
         let now = 1_000;
-        let sort =
-            |item: PayoutItem| sort_read_item(&batch, Ok(item), now).map(|(_, a)| a.minor_units);
+        let sort = |item: PayoutItem| match sort_read_item(&batch, usd, &IsoAdapter, Ok(item), now)
+        {
+            Sorted::Pay(_, minor) => Ok(minor),
+            Sorted::Refuse(_, reason) => Err(Err(reason)),
+            Sorted::Done(outcome) => Err(Ok(outcome)),
+        };
         assert_eq!(
             sort(item(ItemStatus::Pending, AttemptState::default())),
             Ok(100)
         );
         assert_eq!(
             sort(item(ItemStatus::Paid, AttemptState::default())),
-            Err(ItemOutcome::Skipped)
+            Err(Ok(ItemOutcome::Skipped))
         );
         let leased = AttemptState {
             lease_until_ms: Some(now + 1),
@@ -506,7 +612,7 @@ mod tests {
         };
         assert_eq!(
             sort(item(ItemStatus::Submitting, leased)),
-            Err(ItemOutcome::InFlight)
+            Err(Ok(ItemOutcome::InFlight))
         );
         let expired = AttemptState {
             lease_until_ms: Some(now),
@@ -515,6 +621,30 @@ mod tests {
         assert_eq!(sort(item(ItemStatus::Submitting, expired)), Ok(100));
         let mut unpayable = item(ItemStatus::Pending, AttemptState::default());
         unpayable.net_amount = "1.001".into();
-        assert_eq!(sort(unpayable), Err(ItemOutcome::Invalid));
+        assert!(
+            matches!(sort(unpayable.clone()), Err(Err(reason)) if reason.contains("not payable in USD"))
+        );
+        unpayable.status = ItemStatus::Submitting;
+        assert_eq!(
+            sort(unpayable),
+            Err(Ok(ItemOutcome::Retryable)),
+            "an interrupted item may be paid already: never refused"
+        );
+        let mut no_user = item(ItemStatus::Failed, AttemptState::default());
+        no_user.user_id = String::new();
+        assert!(matches!(sort(no_user), Err(Err(reason)) if reason.contains("userId")));
+    }
+
+    #[test]
+    fn the_start_reserve_covers_the_path_the_item_will_take() {
+        let config = super::super::ExecutorConfig {
+            psp_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        assert_eq!(config.start_reserve(ItemPath::Pay), Duration::from_secs(6));
+        assert_eq!(
+            config.start_reserve(ItemPath::ReconcileThenPay),
+            Duration::from_secs(11)
+        );
     }
 }

@@ -10,7 +10,8 @@ pub use summary::BatchSummary;
 
 use crate::clock::Clock;
 use crate::domain::{PayoutBatch, PayoutItem, PayoutMethod};
-use crate::money::{PayoutAmount, currency_exponent};
+use crate::money::Currency;
+use crate::ports::payment::PaymentAdapter;
 use crate::ports::repository::{PayoutRepository, StoreError};
 use crate::registry::{PaymentAdapterRegistry, UnknownProvider};
 use futures_util::StreamExt;
@@ -44,10 +45,24 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// The path an item will take once started, which decides how much time it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemPath {
+    /// Claim, pay, record.
+    Pay,
+    /// Claim, look the transfer up by reference, then perhaps pay, record.
+    ReconcileThenPay,
+}
+
 impl ExecutorConfig {
-    /// Time kept free before the deadline when starting an item: one PSP call and its record.
-    fn start_reserve(&self) -> Duration {
-        self.psp_timeout + Duration::from_secs(1)
+    /// Time kept free before the deadline when starting an item on `path`: each PSP call it
+    /// may make, bounded by the PSP timeout, plus a second for its writes.
+    pub(crate) fn start_reserve(&self, path: ItemPath) -> Duration {
+        let calls = match path {
+            ItemPath::Pay => 1,
+            ItemPath::ReconcileThenPay => 2,
+        };
+        self.psp_timeout * calls + Duration::from_secs(1)
     }
 }
 
@@ -71,12 +86,25 @@ impl ExecuteError {
     }
 }
 
-/// An item that may need work, with everything needed to do it: sent from the page reader to
-/// the pool of workers.
-struct ItemToPay {
-    item: PayoutItem,
-    amount: PayoutAmount,
-    method: Option<PayoutMethod>,
+/// Work the page reader sends to the pool of workers.
+enum ItemWork {
+    /// An item that may be paid, with its amount in the PSP's minor units and its recipient's
+    /// payout method.
+    Pay {
+        item: PayoutItem,
+        amount_minor: i64,
+        method: Option<PayoutMethod>,
+    },
+    /// An item that can never be paid as it stands: it becomes `failed` with the reason.
+    Refuse { item: PayoutItem, reason: String },
+}
+
+impl ItemWork {
+    fn item(&self) -> &PayoutItem {
+        match self {
+            ItemWork::Pay { item, .. } | ItemWork::Refuse { item, .. } => item,
+        }
+    }
 }
 
 /// Pays batches. Build once per process and share.
@@ -125,17 +153,21 @@ impl Executor {
             .await?
             .ok_or_else(|| ExecuteError::BatchNotFound(batch_id.to_owned()))?;
         let adapter = self.adapters.adapter_for(&batch.provider)?;
-        currency_exponent(&batch.currency).map_err(|e| ExecuteError::InvalidBatch {
-            batch_id: batch_id.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let start_by = deadline.map(|d| d.checked_sub(self.config.start_reserve()).unwrap_or(d));
+        let currency =
+            Currency::parse(&batch.currency).map_err(|e| ExecuteError::InvalidBatch {
+                batch_id: batch_id.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let read_by = deadline.map(|d| {
+            d.checked_sub(self.config.start_reserve(ItemPath::Pay))
+                .unwrap_or(d)
+        });
 
-        let (work_tx, mut work_rx) = mpsc::channel::<ItemToPay>(self.config.concurrency * 2);
-        let read = self.read_items(&batch, work_tx, start_by);
+        let (work_tx, mut work_rx) = mpsc::channel::<ItemWork>(self.config.concurrency * 2);
+        let read = self.read_items(&batch, currency, adapter.as_ref(), work_tx, read_by);
         let run = async {
             let work = futures_util::stream::poll_fn(|cx| work_rx.poll_recv(cx));
-            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, start_by))
+            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, deadline))
                 .buffer_unordered(self.config.concurrency)
                 .fold(BatchSummary::default(), |mut summary, outcome| async move {
                     summary.count(outcome);
@@ -180,13 +212,15 @@ impl Executor {
     async fn read_items(
         &self,
         batch: &PayoutBatch,
-        work_tx: mpsc::Sender<ItemToPay>,
-        start_by: Option<Instant>,
+        currency: Currency,
+        adapter: &dyn PaymentAdapter,
+        work_tx: mpsc::Sender<ItemWork>,
+        read_by: Option<Instant>,
     ) -> BatchSummary {
         let mut summary = BatchSummary::default();
         let mut start = None;
         loop {
-            if start_by.is_some_and(|t| Instant::now() >= t) {
+            if read_by.is_some_and(|t| Instant::now() >= t) {
                 info!(batch_id = %batch.batch_id, "deadline near: stopping before the next page");
                 return summary;
             }
@@ -204,11 +238,20 @@ impl Executor {
             };
             let now = self.now_ms();
             let mut candidates = Vec::new();
+            let mut refused = Vec::new();
             for decoded in page.items {
                 summary.total += 1;
-                match item::sort_read_item(batch, decoded, now) {
-                    Ok(work) => candidates.push(work),
-                    Err(outcome) => summary.count(outcome),
+                match item::sort_read_item(batch, currency, adapter, decoded, now) {
+                    item::Sorted::Pay(item, amount_minor) => candidates.push((item, amount_minor)),
+                    item::Sorted::Refuse(item, reason) => {
+                        refused.push(ItemWork::Refuse { item, reason })
+                    }
+                    item::Sorted::Done(outcome) => summary.count(outcome),
+                }
+            }
+            for work in refused {
+                if work_tx.send(work).await.is_err() {
+                    return summary;
                 }
             }
             let mut user_ids: Vec<String> = candidates
@@ -225,11 +268,11 @@ impl Executor {
                     return summary;
                 }
             };
-            for (item, amount) in candidates {
+            for (item, amount_minor) in candidates {
                 let method = methods.get(&item.user_id).cloned();
-                let work = ItemToPay {
+                let work = ItemWork::Pay {
                     item,
-                    amount,
+                    amount_minor,
                     method,
                 };
                 if work_tx.send(work).await.is_err() {

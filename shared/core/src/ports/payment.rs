@@ -2,6 +2,7 @@
 //! classified (by what the executor must do next, never by a PSP's error text), and the stable
 //! idempotency key that makes a retried submission safe (`docs/design.md#idempotency-keys`).
 
+use crate::money::{MoneyError, PayoutAmount, iso_minor_units};
 use crate::ports::webhook::WebhookVerifier;
 use std::fmt;
 use std::time::Duration;
@@ -13,9 +14,14 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     /// The key for `item_id` of `batch_id` at `generation` (the generation moves only when the
-    /// PSP is known to have made no transfer under the previous key).
+    /// PSP is known to have made no transfer under the previous key). Ids are escaped
+    /// ([`key_component`]), so batch `a:b` item `c` and batch `a` item `b:c` never share a key.
     pub fn for_item(batch_id: &str, item_id: &str, generation: u32) -> Self {
-        IdempotencyKey(format!("payout:{batch_id}:{item_id}:g{generation}"))
+        IdempotencyKey(format!(
+            "payout:{}:{}:g{generation}",
+            key_component(batch_id),
+            key_component(item_id)
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -23,9 +29,44 @@ impl IdempotencyKey {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_separators_never_share_a_key() {
+        let one = IdempotencyKey::for_item("a:b", "c", 0);
+        let two = IdempotencyKey::for_item("a", "b:c", 0);
+        assert_ne!(one, two);
+        assert_eq!(one.as_str(), "payout:a%3Ab:c:g0");
+        assert_eq!(two.as_str(), "payout:a:b%3Ac:g0");
+        assert_ne!(
+            IdempotencyKey::for_item("a%3Ab", "c", 0),
+            one,
+            "an id that looks escaped is escaped again"
+        );
+        assert_eq!(
+            IdempotencyKey::for_item("b-2026-11-0001", "item-1", 3).as_str(),
+            "payout:b-2026-11-0001:item-1:g3",
+            "plain ids keep the keys already in use"
+        );
+    }
+}
+
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An id as one component of a `:`-separated key or reference: `%` and `:` are percent-escaped,
+/// so components can never run into each other. Ids without them (all ids in practice) are
+/// unchanged, so keys already in use stay the same.
+pub fn key_component(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains([':', '%']) {
+        id.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        id.into()
     }
 }
 
@@ -42,8 +83,9 @@ pub struct TransferRequest {
     pub item_id: String,
     /// The recipient's account at the PSP (`providerAccountId`).
     pub destination: String,
-    /// Integer minor units of `currency`, already validated by [`crate::money::PayoutAmount`].
+    /// Integer minor units of `currency` as this PSP reads them ([`PaymentAdapter::minor_units`]).
     pub amount_minor: i64,
+    /// The upper-case ISO 4217 code.
     pub currency: String,
 }
 
@@ -124,6 +166,13 @@ pub trait PaymentAdapter: WebhookVerifier {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError>;
+
+    /// `amount` in the integer minor units this PSP reads for its currency, exactly, or why the
+    /// PSP cannot be paid that amount (the item then fails with the reason, and no call is
+    /// made). PSPs' tables differ from ISO 4217's; the default is ISO's.
+    fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, MoneyError> {
+        iso_minor_units(amount)
+    }
 
     /// Looks up the transfer made for `request`'s item under any key generation, by the
     /// reference the adapter sent with it (batch and item ids), for reconciliation.

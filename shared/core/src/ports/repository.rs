@@ -127,7 +127,18 @@ pub trait PayoutRepository: Send + Sync {
         user_ids: &[String],
     ) -> Result<HashMap<String, PayoutMethod>, StoreError>;
 
-    /// `pending`/`pending_kyc`/`failed` → `pending_kyc` with `reason`.
+    /// `pending`/`pending_kyc`/`failed` → `failed` with `reason`, as the item was read: an item
+    /// that can never be paid as it stands (unusable ids or amount). Nothing is sent to a PSP.
+    async fn mark_refused(
+        &self,
+        item: &PayoutItem,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// `pending`/`pending_kyc`/`failed` → `pending_kyc` with `reason`. An item leaving `failed`
+    /// (its rejection stored under the current key) moves to the next key generation, as a
+    /// claim from `failed` would, unless its outcome awaits reconciliation.
     async fn mark_pending_kyc(
         &self,
         item: &PayoutItem,

@@ -3,6 +3,7 @@
 //! ([`transformers`]), a request pacer shared by every call, lookups by reference for
 //! reconciliation, and Stripe's webhook scheme ([`webhook`]).
 
+pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
 use http_body_util::Full;
 use payouts_config::{ConfigError, Secret, StripeSettings};
+use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
     PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
 };
@@ -39,6 +41,8 @@ pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// [`KEY_RETENTION`]) the item is reconciled by lookup first.
 pub const KEY_REUSE_WINDOW: Duration = Duration::from_secs(23 * 3600);
 
+/// Stripe's longest idempotency key.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The longest a `Retry-After` pauses the whole adapter.
 const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
 /// One item's transfer group holds one transfer; more pages than this is a fault.
@@ -238,6 +242,17 @@ impl PaymentAdapter for StripeAdapter {
     ) -> Result<TransferReceipt, PaymentError> {
         let authorization = self.authorization()?;
         let key = request.idempotency_key.as_str();
+        if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            // Nothing is sent: Stripe would refuse the key, and shortening it would lose the
+            // one-to-one link between keys and items.
+            return Err(PaymentError::Rejected {
+                code: "idempotency_key_too_long".into(),
+                message: format!(
+                    "the item's idempotency key is {} characters, over Stripe's {MAX_IDEMPOTENCY_KEY_LEN}; shorten the batch or item id",
+                    key.len()
+                ),
+            });
+        }
         let answer = self
             .send(
                 authorization,
@@ -295,6 +310,10 @@ impl PaymentAdapter for StripeAdapter {
             .list_item_transfers(authorization, request, &group)
             .await?;
         Ok(pick_found(request, found))
+    }
+
+    fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, MoneyError> {
+        currency::minor_units(amount)
     }
 
     fn key_reuse_window(&self) -> Option<Duration> {

@@ -16,7 +16,7 @@
 
 use http::StatusCode;
 use payouts_core::ports::payment::{
-    METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest,
+    METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest, key_component,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -30,7 +30,11 @@ const LIST_PAGE_LIMIT: &str = "100";
 /// The `transfer_group` of an item's transfers, the same for every key generation: what
 /// reconciliation lists by.
 pub fn transfer_group(batch_id: &str, item_id: &str) -> String {
-    format!("payout:{batch_id}:{item_id}")
+    format!(
+        "payout:{}:{}",
+        key_component(batch_id),
+        key_component(item_id)
+    )
 }
 
 /// The form body of `POST /v1/transfers` for `request` (field names as in Stripe's API).

@@ -1,0 +1,351 @@
+//! The edges a payouts team meets in its first week: amounts the PSP reads differently,
+//! identifiers that collide, records that cannot be used, items stranded by an old key. Each
+//! test is a regression test for one defect of the money-edges issue.
+
+use integration_tests::fakes::stripe::FakeStripe;
+use integration_tests::{TestEnv, items, test_config, verified_users};
+use payout_execute::{App, Disposition, handle_message};
+use payouts_core::domain::ItemStatus;
+use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
+use payouts_psp::stripe::StripeAdapter;
+use payouts_store_dynamodb::s;
+use payouts_store_dynamodb::schema::{attr, keys};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn item(id: &str, user: &str, amount: &str) -> (String, String, String) {
+    (id.to_owned(), user.to_owned(), amount.to_owned())
+}
+
+fn job_message(batch_id: &str) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some(format!("m-{batch_id}"));
+    message.body = Some(format!(
+        r#"{{"type":"payout.execute","payload":{{"batchId":"{batch_id}"}}}}"#
+    ));
+    message
+}
+
+/// Stripe's own minor units (its currency documentation, "Zero-decimal currencies" and
+/// "Special cases"), checked at the fake Stripe: what reaches Stripe is the amount Stripe reads.
+/// Amounts Stripe cannot take exactly fail with a reason and never reach it.
+#[tokio::test]
+async fn amounts_reach_stripe_in_stripes_own_minor_units_or_fail_with_a_reason() {
+    let env = TestEnv::start().await;
+    let fake = FakeStripe::start().await;
+    let adapter = Arc::new(StripeAdapter::new(fake.config()).expect("adapter"));
+    let executor = env.executor_with(adapter, test_config());
+    // (currency, amount, what Stripe must receive; None = refused before any call)
+    let cases: &[(&str, &str, Option<i64>)] = &[
+        ("USD", "12.34", Some(1_234)),
+        ("JPY", "1500", Some(1_500)),
+        ("MGA", "1500", Some(1_500)),
+        ("MGA", "1500.5", None),
+        ("ISK", "1500", Some(150_000)),
+        ("ISK", "1500.5", None),
+        ("UGX", "5000", Some(500_000)),
+        ("UGX", "5000.25", None),
+        ("HUF", "250", Some(25_000)),
+        ("HUF", "250.50", None),
+        ("TWD", "100", Some(10_000)),
+        ("TWD", "100.5", None),
+        ("BHD", "1.230", Some(1_230)),
+        ("BHD", "1.234", None),
+        ("KWD", "0.5", Some(500)),
+        ("JOD", "2.001", None),
+    ];
+    for (n, (currency, amount, expected)) in cases.iter().enumerate() {
+        let batch_id = format!("b-cur-{n}");
+        let user = format!("user-cur-{n}");
+        let batch = vec![item("item-1", &user, amount)];
+        env.seed_batch(&batch_id, "stripe", currency, &batch).await;
+        env.seed_users(&verified_users(&batch)).await;
+        executor
+            .execute_payout_batch(&batch_id, None)
+            .await
+            .unwrap_or_else(|e| panic!("{currency} {amount}: {e}"));
+        let stored = env.item(&batch_id, "item-1").await;
+        let sent = fake.creations_for(&format!("acct_{user}"));
+        match expected {
+            Some(minor) => {
+                assert_eq!(
+                    stored.status,
+                    ItemStatus::Processing,
+                    "{currency} {amount}: {stored:?}"
+                );
+                let made = fake
+                    .transfers()
+                    .into_iter()
+                    .find(|t| t.destination == format!("acct_{user}"))
+                    .unwrap_or_else(|| panic!("{currency} {amount}: no transfer"));
+                assert_eq!(made.amount, *minor, "{currency} {amount}");
+                assert_eq!(made.currency, currency.to_ascii_lowercase());
+            }
+            None => {
+                assert!(sent.is_empty(), "{currency} {amount} reached Stripe");
+                assert_eq!(stored.status, ItemStatus::Failed, "{currency} {amount}");
+                let reason = stored.failure_reason.unwrap_or_default();
+                assert!(
+                    reason.contains(&format!("not payable in {currency}")),
+                    "{currency} {amount}: {reason}"
+                );
+            }
+        }
+    }
+}
+
+/// A valid DynamoDB number with more significant digits than `Decimal` holds is refused, not
+/// rounded into a payable amount.
+#[tokio::test]
+async fn an_amount_beyond_28_significant_digits_is_refused_not_rounded() {
+    let env = TestEnv::start().await;
+    let batch = vec![
+        item("item-long", "user-1", "12.339999999999999999999999999999"),
+        item("item-ok", "user-2", "12.34"),
+    ];
+    env.seed_batch("b-digits", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let summary = env
+        .executor(&psp, test_config())
+        .execute_payout_batch("b-digits", None)
+        .await
+        .unwrap();
+    assert_eq!(summary.submitted, 1, "{summary:?}");
+    assert_eq!(psp.transfers_for_item("b-digits", "item-long"), 0);
+    let refused = env.item("b-digits", "item-long").await;
+    assert_eq!(refused.status, ItemStatus::Failed);
+    assert!(
+        refused
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("12.339999999999999999999999999999")),
+        "{refused:?}"
+    );
+}
+
+/// `usd` is how Stripe writes currencies: accepted and normalised. Codes that are not money
+/// (`XTS` is ISO's test code, `XXX` "no currency") and unknown codes are refused for the whole
+/// batch, with the code in the reason, before anything is written or paid.
+#[tokio::test]
+async fn currency_codes_are_normalised_and_non_currencies_refused_up_front() {
+    let env = TestEnv::start().await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let app = App {
+        executor: env.executor(&psp, test_config()),
+        continuation: None,
+    };
+    let batch = vec![item("item-1", "user-1", "5.00")];
+    env.seed_users(&verified_users(&batch)).await;
+    env.seed_batch("b-lower", "sandbox", "usd", &batch).await;
+    let lower = handle_message(&app, job_message("b-lower"), None).await;
+    assert!(matches!(lower, Disposition::Done(_)), "{lower:?}");
+    assert_eq!(psp.transfers()[0].currency, "USD");
+    assert_eq!(psp.transfers()[0].amount_minor, 500);
+    for code in ["XTS", "XXX", "ABC", "US"] {
+        let batch_id = format!("b-code-{code}");
+        env.seed_batch(&batch_id, "sandbox", code, &batch).await;
+        match handle_message(&app, job_message(&batch_id), None).await {
+            Disposition::Poison(reason) => assert!(reason.contains(code), "{code}: {reason}"),
+            other => panic!("{code}: {other:?}"),
+        }
+        assert_eq!(
+            env.item(&batch_id, "item-1").await.status,
+            ItemStatus::Pending
+        );
+    }
+    assert_eq!(psp.transfers().len(), 1);
+}
+
+/// Batch `a:b` item `c` and batch `a` item `b:c` are two payouts: two keys, two transfers.
+#[tokio::test]
+async fn ids_containing_the_key_separator_never_share_a_key() {
+    let env = TestEnv::start().await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let executor = env.executor(&psp, test_config());
+    let first = vec![item("c", "user-1", "1.00")];
+    let second = vec![item("b:c", "user-2", "2.00")];
+    env.seed_batch("a:b", "sandbox", "USD", &first).await;
+    env.seed_batch("a", "sandbox", "USD", &second).await;
+    env.seed_users(&verified_users(&[first[0].clone(), second[0].clone()]))
+        .await;
+    executor.execute_payout_batch("a:b", None).await.unwrap();
+    executor.execute_payout_batch("a", None).await.unwrap();
+    let transfers = psp.transfers();
+    assert_eq!(transfers.len(), 2, "{transfers:?}");
+    assert_ne!(transfers[0].idempotency_key, transfers[1].idempotency_key);
+    for (batch_id, item_id) in [("a:b", "c"), ("a", "b:c")] {
+        assert_eq!(
+            env.item(batch_id, item_id).await.status,
+            ItemStatus::Processing
+        );
+    }
+}
+
+/// One item with an empty or oversized `userId` is invalid on its own (failed, with a reason);
+/// the rest of its page is paid.
+#[tokio::test]
+async fn an_unusable_user_id_fails_its_item_not_the_page() {
+    let env = TestEnv::start().await;
+    let mut batch = items(3, "1.00");
+    batch.push(item("item-empty-user", "", "1.00"));
+    batch.push(item("item-huge-user", &"u".repeat(3_000), "1.00"));
+    env.seed_batch("b-users", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch[..3])).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let summary = env
+        .executor(&psp, test_config())
+        .execute_payout_batch("b-users", None)
+        .await
+        .unwrap();
+    assert_eq!(summary.submitted, 3, "{summary:?}");
+    assert!(!summary.needs_another_run(), "{summary:?}");
+    for id in ["item-empty-user", "item-huge-user"] {
+        let bad = env.item("b-users", id).await;
+        assert_eq!(bad.status, ItemStatus::Failed, "{id}");
+        assert!(
+            bad.failure_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("userId")),
+            "{bad:?}"
+        );
+    }
+}
+
+/// A record without `status`, or whose `itemId` is not its sort key, is reported as invalid,
+/// never claimed through another key and never skipped in silence.
+#[tokio::test]
+async fn records_are_decoded_strictly_and_keys_come_from_the_sort_key() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "1.00");
+    env.seed_batch("b-strict", "sandbox", "USD", &batch).await;
+    let mut users = verified_users(&batch);
+    users.push(("user-x".into(), "acct_user-x".into(), true));
+    env.seed_users(&users).await;
+    for (sk, item_id, status) in [
+        ("ITEM#item-no-status", "item-no-status", None),
+        ("ITEM#item-y", "item-x", Some("pending")),
+    ] {
+        let mut record = HashMap::from([
+            (attr::PK.to_owned(), s(keys::batch_pk("b-strict"))),
+            (attr::SK.to_owned(), s(sk)),
+            (attr::ITEM_ID.to_owned(), s(item_id)),
+            (attr::USER_ID.to_owned(), s("user-x")),
+            (
+                attr::NET_AMOUNT.to_owned(),
+                aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+            ),
+        ]);
+        if let Some(status) = status {
+            record.insert(attr::STATUS.to_owned(), s(status));
+        }
+        env.client()
+            .put_item()
+            .table_name(env.store.payouts_table())
+            .set_item(Some(record))
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = env.scan_payouts().await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let summary = env
+        .executor(&psp, test_config())
+        .execute_payout_batch("b-strict", None)
+        .await
+        .unwrap();
+    assert_eq!((summary.submitted, summary.invalid), (1, 2), "{summary:?}");
+    assert!(env.raw_item("b-strict", "item-x").await.is_none());
+    assert_eq!(env.scan_payouts().await.len(), before.len());
+    assert_eq!(psp.transfers().len(), 1);
+}
+
+/// failed → pending_kyc → verified: the next attempt uses the next key generation, so the
+/// PSP's stored rejection is not replayed forever.
+#[tokio::test]
+async fn an_item_that_failed_then_waited_for_kyc_is_paid_under_a_new_key() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "3.00");
+    env.seed_batch("b-kyc-again", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    psp.inject(
+        "acct_user-00001",
+        SandboxFault::Reject {
+            code: "account_closed".into(),
+            message: "closed".into(),
+        },
+        1,
+    );
+    let executor = env.executor(&psp, test_config());
+    executor
+        .execute_payout_batch("b-kyc-again", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.item("b-kyc-again", "item-00001").await.status,
+        ItemStatus::Failed
+    );
+    env.seed_users(&[("user-00001".into(), "acct_user-00001".into(), false)])
+        .await;
+    executor
+        .execute_payout_batch("b-kyc-again", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.item("b-kyc-again", "item-00001").await.status,
+        ItemStatus::PendingKyc
+    );
+    env.seed_users(&verified_users(&batch)).await;
+    executor
+        .execute_payout_batch("b-kyc-again", None)
+        .await
+        .unwrap();
+    let paid = env.item("b-kyc-again", "item-00001").await;
+    assert_eq!(paid.status, ItemStatus::Processing, "{paid:?}");
+    assert_eq!(psp.transfers_for_item("b-kyc-again", "item-00001"), 1);
+}
+
+/// An item left `submitting` by an interrupted attempt may already be paid: if its record has
+/// since become unusable (amount edited to 0), it stays retryable and loud, never dropped.
+#[tokio::test]
+async fn an_interrupted_item_whose_amount_became_unusable_stays_retryable() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "3.00");
+    env.seed_batch("b-edited", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    env.client()
+        .update_item()
+        .table_name(env.store.payouts_table())
+        .key(attr::PK, s(keys::batch_pk("b-edited")))
+        .key(attr::SK, s(keys::item_sk("item-00001")))
+        .update_expression("SET #s = :s, #a = :a, #g = :g, #n = :n")
+        .expression_attribute_names("#s", attr::STATUS)
+        .expression_attribute_names("#a", attr::ATTEMPT)
+        .expression_attribute_names("#g", attr::KEY_GENERATION)
+        .expression_attribute_names("#n", attr::NET_AMOUNT)
+        .expression_attribute_values(":s", s("submitting"))
+        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .expression_attribute_values(":g", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
+        .expression_attribute_values(":n", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let app = App {
+        executor: env.executor(&psp, test_config()),
+        continuation: None,
+    };
+    let disposition = handle_message(&app, job_message("b-edited"), None).await;
+    assert!(
+        matches!(disposition, Disposition::Retry(_)),
+        "{disposition:?}"
+    );
+    assert_eq!(
+        env.item("b-edited", "item-00001").await.status,
+        ItemStatus::Submitting
+    );
+    assert_eq!(psp.calls(), 0);
+}
