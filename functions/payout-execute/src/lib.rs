@@ -123,8 +123,12 @@ async fn dispose_of_run(app: &App, job: &PayoutJob, summary: BatchSummary) -> Di
         }
     }
     let reason = format!(
-        "batch not fully submitted: retryable={} in_flight={} deferred={} read_all_pages={}",
-        summary.retryable, summary.in_flight, summary.deferred, summary.read_all_pages
+        "batch not fully submitted: retryable={} in_flight={} deferred={} halted={} read_all_pages={}",
+        summary.retryable,
+        summary.in_flight,
+        summary.deferred,
+        summary.halted,
+        summary.read_all_pages
     );
     info!(%reason, "SQS will redeliver the job");
     Disposition::Retry(reason)

@@ -62,7 +62,7 @@ impl DynamoDbRepository {
         item: &PayoutItem,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
-        let update = self.event_update(event, kind, item, now_ms)?;
+        let update = self.event_update(provider, event, kind, item, now_ms)?;
         let record = self.event_put(provider, event, Some(item), APPLIED, now_ms)?;
         let result = self
             .client()
@@ -88,6 +88,7 @@ impl DynamoDbRepository {
     /// may move from and by the transfer being the item's own.
     fn event_update(
         &self,
+        provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
         item: &PayoutItem,
@@ -98,7 +99,10 @@ impl DynamoDbRepository {
             status(ItemStatus::Submitting),
             status(ItemStatus::Processing),
         ];
-        let mut expression = Expression::new().set(attr::UPDATED_AT, now.clone());
+        let mut expression = Expression::new()
+            .set(attr::UPDATED_AT, now.clone())
+            // Items claimed before providers were recorded carry none.
+            .require_absent_or_equal(attr::ITEM_PROVIDER, s(provider));
         expression = match kind {
             PaymentEventKind::Paid => expression
                 .require_in(attr::STATUS, in_flight.to_vec())
@@ -121,7 +125,9 @@ impl DynamoDbRepository {
         };
         if let Some(ppid) = &event.provider_payout_id {
             // The transfer is the item's own: recorded already, or not yet recorded at all.
-            expression = expression.require_absent_or_equal(attr::PROVIDER_PAYOUT_ID, s(ppid));
+            expression = expression
+                .require_absent_or_equal(attr::PROVIDER_PAYOUT_ID, s(ppid))
+                .require_not_listed(attr::PREVIOUS_PAYOUT_IDS, s(ppid));
             if !matches!(kind, PaymentEventKind::Reversed { .. }) {
                 expression = expression.set(attr::PROVIDER_PAYOUT_ID, s(ppid));
             }

@@ -60,6 +60,18 @@ impl Expression {
         self
     }
 
+    /// `SET attribute = list_append(if_not_exists(attribute, []), [value])`: adds to a list
+    /// that may not exist yet.
+    pub fn append_to_list(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let name = self.name(attribute);
+        let empty = self.value(AttributeValue::L(Vec::new()));
+        let value = self.value(AttributeValue::L(vec![value]));
+        self.set.push(format!(
+            "{name} = list_append(if_not_exists({name}, {empty}), {value})"
+        ));
+        self
+    }
+
     /// `REMOVE attribute`.
     pub fn remove(mut self, attribute: &str) -> Self {
         let name = self.name(attribute);
@@ -104,6 +116,14 @@ impl Expression {
         self.conditions.push(format!(
             "(attribute_not_exists({name}) OR {name} = {value})"
         ));
+        self
+    }
+
+    /// Condition: the list attribute (absent counts as empty) does not hold `value`.
+    pub fn require_not_listed(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let (name, value) = (self.name(attribute), self.value(value));
+        self.conditions
+            .push(format!("NOT contains({name}, {value})"));
         self
     }
 

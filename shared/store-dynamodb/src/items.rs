@@ -207,10 +207,13 @@ impl DynamoDbRepository {
             // The PSP stored its rejection under the current key: the next attempt must not
             // replay it, so the item leaves `failed` on the next generation (written once:
             // fenced on the generation it leaves).
-            unchanged_since_read(expression, item)
-                .require_absent(attr::RECONCILE_SINCE)
-                .set(attr::KEY_GENERATION, n(seen.key_generation + 1))
-                .remove(attr::KEY_FIRST_USED_AT)
+            retire_transfer(
+                unchanged_since_read(expression, item),
+                item.provider_payout_id.as_deref(),
+            )
+            .require_absent(attr::RECONCILE_SINCE)
+            .set(attr::KEY_GENERATION, n(seen.key_generation + 1))
+            .remove(attr::KEY_FIRST_USED_AT)
         } else {
             expression.require_in(
                 attr::STATUS,
@@ -257,6 +260,7 @@ impl DynamoDbRepository {
     pub(crate) async fn write_claim(
         &self,
         item: &PayoutItem,
+        provider: &str,
         now_ms: u64,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
@@ -269,6 +273,7 @@ impl DynamoDbRepository {
             attempt: seen.attempt + 1,
             key_generation: seen.key_generation + u32::from(next_generation),
             lease_until_ms: now_ms + lease.as_millis() as u64,
+            seen_payout_id: item.provider_payout_id.clone(),
         };
         let mut expression = Expression::new().require_equal(attr::STATUS, status(item.status));
         expression = if seen.attempt == 0 {
@@ -285,9 +290,10 @@ impl DynamoDbRepository {
             .set(attr::LEASE_UNTIL, n(claim.lease_until_ms))
             .set(attr::KEY_GENERATION, n(claim.key_generation))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+            .set(attr::ITEM_PROVIDER, s(provider))
             .remove(attr::FAILURE_REASON);
         if next_generation {
-            expression = expression
+            expression = retire_transfer(expression, item.provider_payout_id.as_deref())
                 .require_absent(attr::RECONCILE_SINCE)
                 .set(attr::KEY_FIRST_USED_AT, n(now_ms));
         } else if item.status != ItemStatus::Submitting {
@@ -300,7 +306,7 @@ impl DynamoDbRepository {
             .await;
         Ok(match conditional(result)? {
             TransitionOutcome::Applied => ClaimOutcome::Claimed(claim),
-            TransitionOutcome::Superseded { current } => ClaimOutcome::Lost { current },
+            TransitionOutcome::Superseded { current, .. } => ClaimOutcome::Lost { current },
         })
     }
 
@@ -385,6 +391,23 @@ impl DynamoDbRepository {
         )
     }
 
+    pub(crate) async fn write_duplicate_transfer(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let expression = Expression::new()
+            .require_present(attr::PK)
+            .append_to_list(attr::DUPLICATE_PAYOUT_IDS, s(provider_payout_id))
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+        self.update(&claim.batch_id, &claim.item_id, expression)
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
+        Ok(())
+    }
+
     /// An UpdateItem of one item under `expression`, returning the old item on a failed check.
     fn update(
         &self,
@@ -429,6 +452,17 @@ fn fenced(claim: &Claim, now_ms: u64) -> Expression {
         .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
 }
 
+/// A new key generation leaves the recorded transfer behind: it moves to the item's history,
+/// where no event can settle the item by it any more.
+fn retire_transfer(expression: Expression, recorded: Option<&str>) -> Expression {
+    match recorded {
+        Some(transfer) => expression
+            .append_to_list(attr::PREVIOUS_PAYOUT_IDS, s(transfer))
+            .remove(attr::PROVIDER_PAYOUT_ID),
+        None => expression,
+    }
+}
+
 /// Records what the current key can still tell: a key needing a lookup is marked
 /// `reconcileSince`; a settled one clears any earlier mark.
 fn mark_key(expression: Expression, key: CurrentKey, now_ms: u64) -> Expression {
@@ -446,8 +480,12 @@ fn conditional<O, R: std::fmt::Debug>(
         Ok(_) => Ok(TransitionOutcome::Applied),
         Err(err) => match err.as_service_error() {
             Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                let old = failed.item();
                 Ok(TransitionOutcome::Superseded {
-                    current: failed.item().and_then(|old: &Record| status_of(old)),
+                    current: old.and_then(|old: &Record| status_of(old)),
+                    current_payout_id: old
+                        .and_then(|old| get_s(old, attr::PROVIDER_PAYOUT_ID))
+                        .map(str::to_owned),
                 })
             }
             _ => Err(unavailable("UpdateItem", err)),

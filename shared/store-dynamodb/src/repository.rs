@@ -62,10 +62,21 @@ impl PayoutRepository for DynamoDbRepository {
     async fn claim(
         &self,
         item: &PayoutItem,
+        provider: &str,
         now_ms: u64,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
-        self.write_claim(item, now_ms, lease).await
+        self.write_claim(item, provider, now_ms, lease).await
+    }
+
+    async fn record_duplicate_transfer(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write_duplicate_transfer(claim, provider_payout_id, now_ms)
+            .await
     }
 
     async fn record_accepted(

@@ -39,6 +39,15 @@ pub mod attr {
     pub const REVERSED_AT: &str = "reversedAt";
     pub const REVERSAL_REASON: &str = "reversalReason";
     pub const REVERSAL_EVENT_ID: &str = "reversalEventId";
+    /// Added by the executor: transfers the PSP made for the item after another transfer was
+    /// already recorded on it (a double payment to investigate and recover).
+    pub const DUPLICATE_PAYOUT_IDS: &str = "duplicatePayoutIds";
+    /// Added by the executor: transfers of earlier key generations, which no event may settle
+    /// the item by any more.
+    pub const PREVIOUS_PAYOUT_IDS: &str = "previousPayoutIds";
+    /// Added by the executor: the provider the item's transfers are made through; events from
+    /// any other provider never settle it.
+    pub const ITEM_PROVIDER: &str = "provider";
     /// Added to the batch when it completes: per-status counts and when.
     pub const ITEM_COUNTS: &str = "itemCounts";
     pub const COMPLETED_AT: &str = "completedAt";

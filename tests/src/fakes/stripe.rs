@@ -213,6 +213,12 @@ impl FakeStripe {
         );
     }
 
+    /// Transfers to `destination` are accepted again (funds arrived, the restriction lifted);
+    /// refusals already stored under keys are still replayed, as at Stripe.
+    pub fn accept_destination(&self, destination: &str) {
+        self.state().rejections.remove(destination);
+    }
+
     /// Moves the fake's clock forward (key retention, `created`).
     pub fn advance_clock(&self, by: Duration) {
         self.state().clock_offset += by;

@@ -6,6 +6,11 @@ use integration_tests::fakes::stripe::FakeStripe;
 use integration_tests::{TestEnv, items, test_config, verified_users};
 use payout_execute::{App, Disposition, handle_message};
 use payouts_core::domain::ItemStatus;
+use payouts_core::ports::payment::{
+    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+};
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
+use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
 use payouts_psp::stripe::StripeAdapter;
 use payouts_store_dynamodb::s;
@@ -348,4 +353,308 @@ async fn an_interrupted_item_whose_amount_became_unusable_stays_retryable() {
         ItemStatus::Submitting
     );
     assert_eq!(psp.calls(), 0);
+}
+
+/// A sandbox whose PSP side runs `hook` with the transfer id after making the transfer and
+/// before answering: a webhook racing the executor's record, on cue.
+struct HookedSandbox {
+    inner: Arc<SandboxPsp>,
+    hook: std::sync::Mutex<Option<Hook>>,
+}
+
+type Hook = Box<dyn FnOnce(String) -> futures_util::future::BoxFuture<'static, ()> + Send>;
+
+#[async_trait::async_trait]
+impl payouts_core::ports::webhook::WebhookVerifier for HookedSandbox {
+    async fn verify_webhook(
+        &self,
+        request: payouts_core::ports::webhook::WebhookRequest<'_>,
+    ) -> Result<
+        payouts_core::ports::webhook::VerifiedWebhook,
+        payouts_core::ports::webhook::WebhookError,
+    > {
+        self.inner.verify_webhook(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentAdapter for HookedSandbox {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+
+    async fn submit_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<TransferReceipt, PaymentError> {
+        let answer = self.inner.submit_transfer(request).await;
+        let hook = self.hook.lock().unwrap().take();
+        if let (Ok(receipt), Some(hook)) = (&answer, hook) {
+            hook(receipt.provider_payout_id.clone()).await;
+        }
+        answer
+    }
+
+    async fn find_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Option<TransferReceipt>, PaymentError> {
+        self.inner.find_transfer(request).await
+    }
+}
+
+fn transfer_event(
+    event_id: &str,
+    transfer_id: &str,
+    batch_id: &str,
+    item_id: &str,
+    kind: PaymentEventKind,
+) -> PaymentEvent {
+    PaymentEvent {
+        event_id: event_id.into(),
+        event_type: match kind {
+            PaymentEventKind::Paid => "transfer.created".into(),
+            PaymentEventKind::Failed { .. } => "transfer.failed".into(),
+            PaymentEventKind::Reversed { .. } => "transfer.reversed".into(),
+        },
+        kind: Some(kind),
+        provider_payout_id: Some(transfer_id.into()),
+        reference: Some(ItemReference {
+            batch_id: batch_id.into(),
+            item_id: item_id.into(),
+        }),
+    }
+}
+
+/// When recording finds the item already paid through another transfer, the second transfer
+/// is a double payment: kept on the item (`duplicatePayoutIds`), never lost in a WARN line.
+#[tokio::test]
+async fn a_double_payment_detected_while_recording_is_kept_on_the_item() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-double", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let store = env.repository();
+    let clock = env.clock.clone();
+    let adapter = Arc::new(HookedSandbox {
+        inner: Arc::new(SandboxPsp::new(Duration::ZERO)),
+        hook: std::sync::Mutex::new(Some(Box::new(move |_made: String| {
+            Box::pin(async move {
+                let other = transfer_event(
+                    "evt_other",
+                    "tr_elsewhere",
+                    "b-double",
+                    "item-00001",
+                    PaymentEventKind::Paid,
+                );
+                apply_payment_event(store.as_ref(), &clock, "sandbox", &other)
+                    .await
+                    .unwrap();
+            })
+        }))),
+    });
+    let summary = env
+        .executor_with(adapter.clone(), test_config())
+        .execute_payout_batch("b-double", None)
+        .await
+        .unwrap();
+    let made = adapter.inner.transfers()[0].id.clone();
+    let stored = env.item("b-double", "item-00001").await;
+    assert_eq!(stored.status, ItemStatus::Paid);
+    assert_eq!(stored.provider_payout_id.as_deref(), Some("tr_elsewhere"));
+    let raw = env.raw_item("b-double", "item-00001").await.unwrap();
+    let duplicates = raw
+        .get(attr::DUPLICATE_PAYOUT_IDS)
+        .and_then(|v| v.as_l().ok())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_s().ok().cloned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert_eq!(duplicates, vec![made], "{raw:?}");
+    assert_eq!(summary.double_payments, 1, "{summary:?}");
+}
+
+/// A new key generation leaves the old transfer behind: the new transfer's early event applies,
+/// and a late event of the old (failed) transfer never marks the item paid.
+#[tokio::test]
+async fn events_match_only_the_items_current_transfer() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-stale", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let sandbox = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let adapter = Arc::new(HookedSandbox {
+        inner: sandbox.clone(),
+        hook: std::sync::Mutex::new(None),
+    });
+    let executor = env.executor_with(adapter.clone(), test_config());
+    executor
+        .execute_payout_batch("b-stale", None)
+        .await
+        .unwrap();
+    let first = env.item("b-stale", "item-00001").await;
+    let t1 = first.provider_payout_id.clone().unwrap();
+    let store = env.repository();
+    let clock = env.clock.clone();
+    let failed = transfer_event(
+        "evt_t1_failed",
+        &t1,
+        "b-stale",
+        "item-00001",
+        PaymentEventKind::Failed {
+            reason: "bank refused".into(),
+        },
+    );
+    apply_payment_event(store.as_ref(), &clock, "sandbox", &failed)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.item("b-stale", "item-00001").await.status,
+        ItemStatus::Failed
+    );
+    let (hook_store, hook_clock, stale) = (store.clone(), clock.clone(), t1.clone());
+    *adapter.hook.lock().unwrap() = Some(Box::new(move |t2: String| {
+        Box::pin(async move {
+            let late_t1 = transfer_event(
+                "evt_t1_late_created",
+                &stale,
+                "b-stale",
+                "item-00001",
+                PaymentEventKind::Paid,
+            );
+            let outcome =
+                apply_payment_event(hook_store.as_ref(), &hook_clock, "sandbox", &late_t1)
+                    .await
+                    .unwrap();
+            assert!(
+                matches!(outcome, SettlementOutcome::Ignored { .. }),
+                "{outcome:?}"
+            );
+            let early_t2 = transfer_event(
+                "evt_t2_created",
+                &t2,
+                "b-stale",
+                "item-00001",
+                PaymentEventKind::Paid,
+            );
+            let outcome =
+                apply_payment_event(hook_store.as_ref(), &hook_clock, "sandbox", &early_t2)
+                    .await
+                    .unwrap();
+            assert!(
+                matches!(outcome, SettlementOutcome::Applied { .. }),
+                "{outcome:?}"
+            );
+        })
+    }));
+    executor
+        .execute_payout_batch("b-stale", None)
+        .await
+        .unwrap();
+    let settled = env.item("b-stale", "item-00001").await;
+    let t2 = sandbox.transfers()[1].id.clone();
+    assert_eq!(settled.status, ItemStatus::Paid, "{settled:?}");
+    assert_eq!(settled.provider_payout_id.as_deref(), Some(t2.as_str()));
+}
+
+/// A refusal of the platform, not the item (no funds, transfers not allowed, a restricted key)
+/// fails no item: the run stops, the job is retried, and once fixed each item is paid once,
+/// under a new key where the old one stored the refusal.
+#[tokio::test]
+async fn a_platform_refusal_pauses_the_batch_instead_of_failing_every_item() {
+    let env = TestEnv::start().await;
+    let batch = items(3, "5.00");
+    env.seed_batch("b-no-funds", "stripe", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let fake = FakeStripe::start().await;
+    for (_, user, _) in &batch {
+        fake.reject_destination(
+            &format!("acct_{user}"),
+            400,
+            "balance_insufficient",
+            "You have insufficient funds in your Stripe account.",
+        );
+    }
+    let adapter = Arc::new(StripeAdapter::new(fake.config()).expect("adapter"));
+    let app = App {
+        executor: env.executor_with(
+            adapter,
+            payouts_core::executor::ExecutorConfig {
+                concurrency: 1,
+                ..test_config()
+            },
+        ),
+        continuation: None,
+    };
+    let paused = handle_message(&app, job_message("b-no-funds"), None).await;
+    assert!(matches!(paused, Disposition::Retry(_)), "{paused:?}");
+    assert_eq!(fake.requests().iter().filter(|r| r.is_create()).count(), 1);
+    for item in env.items("b-no-funds").await {
+        assert_ne!(item.status, ItemStatus::Failed, "{item:?}");
+    }
+    for (_, user, _) in &batch {
+        fake.accept_destination(&format!("acct_{user}"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the fake's settle delay
+    let resumed = handle_message(&app, job_message("b-no-funds"), None).await;
+    assert!(matches!(resumed, Disposition::Done(_)), "{resumed:?}");
+    for item in env.items("b-no-funds").await {
+        assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    }
+    assert_eq!(fake.transfers().len(), 3, "each item paid once");
+}
+
+/// An event settles only items of its own provider: a sandbox-signed event cannot settle a
+/// Stripe item, whatever it claims.
+#[tokio::test]
+async fn an_event_settles_only_items_of_its_own_provider() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-scope", "stripe", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let fake = FakeStripe::start().await;
+    let stripe = Arc::new(StripeAdapter::new(fake.config()).expect("adapter"));
+    env.executor_with(stripe.clone(), test_config())
+        .execute_payout_batch("b-scope", None)
+        .await
+        .unwrap();
+    let transfer = env
+        .item("b-scope", "item-00001")
+        .await
+        .provider_payout_id
+        .unwrap();
+    let forged = transfer_event(
+        "evt_forged",
+        &transfer,
+        "b-scope",
+        "item-00001",
+        PaymentEventKind::Paid,
+    );
+    let outcome = apply_payment_event(env.repository().as_ref(), &env.clock, "sandbox", &forged)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SettlementOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        env.item("b-scope", "item-00001").await.status,
+        ItemStatus::Processing
+    );
+    let genuine = transfer_event(
+        "evt_genuine",
+        &transfer,
+        "b-scope",
+        "item-00001",
+        PaymentEventKind::Paid,
+    );
+    apply_payment_event(env.repository().as_ref(), &env.clock, "stripe", &genuine)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.item("b-scope", "item-00001").await.status,
+        ItemStatus::Paid
+    );
 }

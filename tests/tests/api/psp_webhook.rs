@@ -204,6 +204,7 @@ async fn paid_before_the_executor_records_wins_over_the_late_record() {
         .store
         .claim(
             &item,
+            "sandbox",
             payouts_core::clock::now_ms(),
             Duration::from_secs(60),
         )
@@ -237,7 +238,8 @@ async fn paid_before_the_executor_records_wins_over_the_late_record() {
         matches!(
             late,
             TransitionOutcome::Superseded {
-                current: Some(ItemStatus::Paid)
+                current: Some(ItemStatus::Paid),
+                ..
             }
         ),
         "{late:?}"

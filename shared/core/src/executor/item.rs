@@ -2,7 +2,7 @@
 //! write after the claim is fenced on the claim, so a superseded attempt changes nothing.
 
 use super::summary::ItemOutcome;
-use super::{Executor, ItemPath, ItemWork};
+use super::{Executor, ItemPath, ItemWork, PlatformHalt};
 use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use crate::money::{Currency, PayoutAmount};
 use crate::ports::payment::{
@@ -40,6 +40,7 @@ impl Executor {
         adapter: &dyn PaymentAdapter,
         work: ItemWork,
         deadline: Option<Instant>,
+        halt: &PlatformHalt,
     ) -> ItemOutcome {
         let item = work.item();
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.item_id);
@@ -55,7 +56,7 @@ impl Executor {
                         amount_minor,
                         method,
                     };
-                    self.pay_item(batch, adapter, payable, deadline).await
+                    self.pay_item(batch, adapter, payable, deadline, halt).await
                 }
                 ItemWork::Refuse { item, reason } => self.refuse_item(&item, &reason).await,
             }
@@ -79,6 +80,7 @@ impl Executor {
             method,
         }: PayableItem,
         deadline: Option<Instant>,
+        halt: &PlatformHalt,
     ) -> Result<ItemOutcome, StoreError> {
         let destination = match self
             .payable_destination(&item, method.as_ref(), batch)
@@ -95,6 +97,9 @@ impl Executor {
         if deadline.is_some_and(|d| Instant::now() + self.config.start_reserve(path) >= d) {
             return Ok(ItemOutcome::Deferred);
         }
+        if halt.is_raised() {
+            return Ok(ItemOutcome::Halted);
+        }
         if let Some(why) = reconcile
             && !self.settled_for_lookup(&item, adapter, why)
         {
@@ -102,7 +107,7 @@ impl Executor {
         }
         let mut claim = match self
             .store
-            .claim(&item, self.now_ms(), self.config.lease)
+            .claim(&item, &batch.provider, self.now_ms(), self.config.lease)
             .await?
         {
             ClaimOutcome::Claimed(claim) => claim,
@@ -129,6 +134,14 @@ impl Executor {
             .within_psp_timeout(adapter.submit_transfer(&request))
             .await
             .unwrap_or_else(|reason| Err(PaymentError::OutcomeUnknown { reason }));
+        if let Err(PaymentError::PlatformRefused { reason }) = &answer {
+            halt.raise();
+            error!(attempt = claim.attempt, %reason, "the PSP refused the platform, not the item: no more items start in this run; the item is released and looked up by reference before it is paid again, the job retried until the platform is fixed");
+            self.store
+                .release(&claim, CurrentKey::NeedsLookup, self.now_ms())
+                .await?;
+            return Ok(ItemOutcome::Halted);
+        }
         self.record(&claim, answer).await
     }
 
@@ -267,7 +280,7 @@ impl Executor {
                 );
                 Ok(Reconciled::Absent)
             }
-            TransitionOutcome::Superseded { current } => {
+            TransitionOutcome::Superseded { current, .. } => {
                 warn!(attempt = claim.attempt, current = ?current.map(ItemStatus::as_str), "item moved on during reconciliation; not paid");
                 Ok(Reconciled::Done(ItemOutcome::Skipped))
             }
@@ -324,7 +337,21 @@ impl Executor {
                 from = %ItemStatus::Submitting, to = %ItemStatus::Processing, attempt = claim.attempt,
                 provider_payout_id = %receipt.provider_payout_id, replayed = receipt.replayed, "item transition"
             ),
-            TransitionOutcome::Superseded { current } => warn!(
+            TransitionOutcome::Superseded {
+                current,
+                current_payout_id: Some(recorded),
+            } if recorded != receipt.provider_payout_id => {
+                error!(
+                    attempt = claim.attempt, provider_payout_id = %receipt.provider_payout_id,
+                    recorded_payout_id = %recorded, current = ?current.map(ItemStatus::as_str),
+                    "DOUBLE PAYMENT: the PSP made this transfer, but the item already records another; kept on the item as duplicatePayoutIds for recovery"
+                );
+                self.store
+                    .record_duplicate_transfer(claim, &receipt.provider_payout_id, now)
+                    .await?;
+                return Ok(ItemOutcome::DoublePayment);
+            }
+            TransitionOutcome::Superseded { current, .. } => warn!(
                 attempt = claim.attempt, provider_payout_id = %receipt.provider_payout_id,
                 current = ?current.map(ItemStatus::as_str),
                 "PSP accepted, but the item moved on meanwhile (webhook or newer attempt); not overwritten"
@@ -345,7 +372,7 @@ impl Executor {
                 info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, reconcile = (key == CurrentKey::NeedsLookup), "item transition");
                 Ok(ItemOutcome::Failed)
             }
-            TransitionOutcome::Superseded { current } => {
+            TransitionOutcome::Superseded { current, .. } => {
                 warn!(attempt = claim.attempt, reason = %reason, current = ?current.map(ItemStatus::as_str), "PSP rejected, but the item moved on meanwhile; not overwritten");
                 Ok(ItemOutcome::Skipped)
             }
@@ -368,7 +395,7 @@ impl Executor {
                 info!(from = %item.status, to = %ItemStatus::Failed, reason, "item transition");
                 Ok(ItemOutcome::Failed)
             }
-            TransitionOutcome::Superseded { current } => {
+            TransitionOutcome::Superseded { current, .. } => {
                 info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
                 Ok(ItemOutcome::Skipped)
             }
@@ -392,7 +419,7 @@ impl Executor {
                 info!(from = %item.status, to = %ItemStatus::PendingKyc, reason, "item transition");
                 Ok(ItemOutcome::PendingKyc)
             }
-            TransitionOutcome::Superseded { current } => {
+            TransitionOutcome::Superseded { current, .. } => {
                 info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
                 Ok(ItemOutcome::Skipped)
             }

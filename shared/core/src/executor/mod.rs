@@ -86,6 +86,20 @@ impl ExecuteError {
     }
 }
 
+/// Set once the PSP refuses the platform itself during a run: no item starts after it.
+#[derive(Debug, Default)]
+pub(crate) struct PlatformHalt(std::sync::atomic::AtomicBool);
+
+impl PlatformHalt {
+    pub(crate) fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Work the page reader sends to the pool of workers.
 enum ItemWork {
     /// An item that may be paid, with its amount in the PSP's minor units and its recipient's
@@ -165,9 +179,10 @@ impl Executor {
 
         let (work_tx, mut work_rx) = mpsc::channel::<ItemWork>(self.config.concurrency * 2);
         let read = self.read_items(&batch, currency, adapter.as_ref(), work_tx, read_by);
+        let halt = PlatformHalt::default();
         let run = async {
             let work = futures_util::stream::poll_fn(|cx| work_rx.poll_recv(cx));
-            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, deadline))
+            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, deadline, &halt))
                 .buffer_unordered(self.config.concurrency)
                 .fold(BatchSummary::default(), |mut summary, outcome| async move {
                     summary.count(outcome);
@@ -201,6 +216,8 @@ impl Executor {
             invalid = summary.invalid,
             in_flight = summary.in_flight,
             deferred = summary.deferred,
+            double_payments = summary.double_payments,
+            halted = summary.halted,
             read_all_pages = summary.read_all_pages,
             "payout batch summary"
         );

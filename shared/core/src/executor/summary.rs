@@ -28,6 +28,13 @@ pub struct BatchSummary {
     pub deferred: u64,
     /// False when the run stopped reading before the last page (deadline or read error).
     pub read_all_pages: bool,
+    /// Transfers the PSP made for items already recorded with another transfer: each one a
+    /// double payment, logged at ERROR and kept on the item.
+    pub double_payments: u64,
+    /// Items not started, or released unpaid, after the PSP refused the platform itself (no
+    /// funds, transfers not allowed, a restricted or wrong key): the run stops starting items
+    /// and the job is retried until the platform is fixed. No item is failed for it.
+    pub halted: u64,
 }
 
 /// What became of one item in one run: the unit the summary counts.
@@ -41,18 +48,28 @@ pub(crate) enum ItemOutcome {
     Invalid,
     InFlight,
     Deferred,
+    /// Paid by the PSP although the item already recorded another transfer.
+    DoublePayment,
+    Halted,
 }
 
 impl BatchSummary {
     /// Whether anything in the batch is left for another run to do.
     pub fn needs_another_run(&self) -> bool {
-        self.retryable > 0 || self.in_flight > 0 || self.deferred > 0 || !self.read_all_pages
+        self.retryable > 0
+            || self.in_flight > 0
+            || self.deferred > 0
+            || self.halted > 0
+            || !self.read_all_pages
     }
 
     /// Whether only the time budget, not an error or another worker, kept the run from finishing:
     /// the batch can be continued at once.
     pub fn stopped_for_time(&self) -> bool {
-        self.retryable == 0 && self.in_flight == 0 && (self.deferred > 0 || !self.read_all_pages)
+        self.retryable == 0
+            && self.in_flight == 0
+            && self.halted == 0
+            && (self.deferred > 0 || !self.read_all_pages)
     }
 
     /// Adds `other`'s item counts to these (the reader's and the workers' halves of one run).
@@ -66,6 +83,8 @@ impl BatchSummary {
         self.invalid += other.invalid;
         self.in_flight += other.in_flight;
         self.deferred += other.deferred;
+        self.double_payments += other.double_payments;
+        self.halted += other.halted;
     }
 
     pub(crate) fn count(&mut self, outcome: ItemOutcome) {
@@ -78,6 +97,11 @@ impl BatchSummary {
             ItemOutcome::Invalid => &mut self.invalid,
             ItemOutcome::InFlight => &mut self.in_flight,
             ItemOutcome::Deferred => &mut self.deferred,
+            ItemOutcome::DoublePayment => {
+                self.submitted += 1;
+                &mut self.double_payments
+            }
+            ItemOutcome::Halted => &mut self.halted,
         };
         *counter += 1;
     }
@@ -113,8 +137,14 @@ mod tests {
         assert!(retry.needs_another_run() && !retry.stopped_for_time());
         let held = BatchSummary {
             in_flight: 1,
-            ..done
+            ..done.clone()
         };
         assert!(held.needs_another_run() && !held.stopped_for_time());
+        let halted = BatchSummary {
+            halted: 1,
+            deferred: 2,
+            ..done
+        };
+        assert!(halted.needs_another_run() && !halted.stopped_for_time());
     }
 }

@@ -30,6 +30,9 @@ pub struct Claim {
     pub attempt: u64,
     pub key_generation: u32,
     pub lease_until_ms: u64,
+    /// The transfer recorded on the item when it was claimed, if any: moved to the item's
+    /// history when the claim moves to a new key generation.
+    pub seen_payout_id: Option<String>,
 }
 
 /// What a claim attempt found.
@@ -43,13 +46,15 @@ pub enum ClaimOutcome {
 }
 
 /// What a fenced transition found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
     Applied,
     /// The guard failed: the item is no longer where this writer expected (a newer attempt or
     /// a webhook moved it). Nothing was written.
     Superseded {
         current: Option<ItemStatus>,
+        /// The transfer the item records now.
+        current_payout_id: Option<String>,
     },
 }
 
@@ -153,9 +158,19 @@ pub trait PayoutRepository: Send + Sync {
     async fn claim(
         &self,
         item: &PayoutItem,
+        provider: &str,
         now_ms: u64,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Keeps on the item a transfer the PSP made after another transfer was recorded on it (a
+    /// double payment), whatever the item's status.
+    async fn record_duplicate_transfer(
+        &self,
+        claim: &Claim,
+        provider_payout_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// `submitting` → `processing` with the PSP's id, if the claim is still the item's.
     async fn record_accepted(
@@ -201,7 +216,8 @@ pub trait PayoutRepository: Send + Sync {
     ) -> Result<Option<PayoutItem>, StoreError>;
 
     /// Applies `kind` (the meaning of `event`) to the item and records the event id,
-    /// atomically: either both are written or neither.
+    /// atomically: either both are written or neither. Only an event from the item's own
+    /// `provider` about its current transfer (never one of an earlier key generation) applies.
     async fn apply_item_event(
         &self,
         provider: &str,

@@ -9,10 +9,11 @@
 //! | network error, timeout | `OutcomeUnknown` | a retry with the same key replays the original result |
 //! | 409 (`idempotency_key_in_use`) | `Transient` | the same key is still executing; try later |
 //! | 429 | `Transient` + `Retry-After` | not stored; the whole adapter also pauses |
-//! | 401 | `PlatformRefused` | our key is wrong: a configuration problem, never the item's fault |
+//! | 401, 403 | `PlatformRefused` | our key is wrong or restricted: never the item's fault |
+//! | platform codes (`balance_insufficient`, `transfers_not_allowed`, …), any status | `PlatformRefused` | the platform cannot pay anyone now: the batch pauses, no item fails |
 //! | 5xx | `NeedsReconciliation` | stored under the key and replayed: look the transfer up instead |
 //! | `idempotency_error` (any status) | `KeyConflict`, logged at ERROR | the key was used with other parameters |
-//! | 400, 402, 403, other 4xx | `Rejected` with Stripe's `error.code` and `message` | permanent |
+//! | 400, 402, other 4xx | `Rejected` with Stripe's `error.code` and `message` | permanent for this item |
 
 use http::StatusCode;
 use payouts_core::ports::payment::{
@@ -24,6 +25,18 @@ use std::time::Duration;
 
 /// Stripe's `error.type` for a key first used with other parameters.
 pub const IDEMPOTENCY_ERROR: &str = "idempotency_error";
+
+/// Stripe error codes that refuse the platform account, not the transfer's recipient: no
+/// recipient can be paid until the platform is fixed (Stripe's error-code reference).
+const PLATFORM_CODES: &[&str] = &[
+    "balance_insufficient",
+    "insufficient_funds",
+    "transfers_not_allowed",
+    "platform_account_required",
+    "platform_api_key_expired",
+    "api_key_expired",
+    "secret_key_required",
+];
 
 const LIST_PAGE_LIMIT: &str = "100";
 
@@ -155,6 +168,11 @@ impl From<StripeErrorAnswer<'_>> for PaymentError {
             .clone()
             .or(api.kind.clone())
             .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+        if PLATFORM_CODES.contains(&code.as_str()) {
+            return PaymentError::PlatformRefused {
+                reason: format!("stripe {status} {code}: {message}"),
+            };
+        }
         match status.as_u16() {
             409 => PaymentError::Transient {
                 reason: format!("stripe 409 {code}: {message}"),
@@ -167,6 +185,11 @@ impl From<StripeErrorAnswer<'_>> for PaymentError {
             // Stripe's 401 message quotes part of the key: never pass it on.
             401 => PaymentError::PlatformRefused {
                 reason: "stripe refused the API key (401): check STRIPE_SECRET_KEY".to_owned(),
+            },
+            403 => PaymentError::PlatformRefused {
+                reason: format!(
+                    "stripe refused this key the call (403 {code}): check the restricted key's permissions"
+                ),
             },
             500..=599 => PaymentError::NeedsReconciliation {
                 reason: format!("stripe answered {status}: {message}"),
@@ -230,8 +253,21 @@ mod tests {
         );
         assert!(matches!(
             classify_error(status(403), None, b"not json"),
-            PaymentError::Rejected { code, .. } if code == "http_403"
+            PaymentError::PlatformRefused { .. }
         ));
+        for code in ["balance_insufficient", "transfers_not_allowed"] {
+            assert!(
+                matches!(
+                    classify_error(
+                        status(400),
+                        None,
+                        &error_body("invalid_request_error", Some(code), "no")
+                    ),
+                    PaymentError::PlatformRefused { .. }
+                ),
+                "{code}"
+            );
+        }
         let idem = classify_error(
             status(400),
             None,

@@ -107,6 +107,9 @@ pub fn verify_stripe_scheme(
 #[derive(Deserialize)]
 struct StripeEvent {
     id: String,
+    /// Set on events of a connected account (Connect): never about the platform's transfers.
+    #[serde(default)]
+    account: Option<String>,
     #[serde(rename = "type")]
     event_type: String,
     data: StripeEventData,
@@ -145,7 +148,8 @@ pub fn parse_stripe_event(body: &[u8]) -> Result<PaymentEvent, WebhookError> {
         return Err(WebhookError::Malformed("event id is empty".into()));
     }
     let object = event.data.object;
-    let is_transfer = object.object.as_deref() == Some("transfer");
+    // A connected account's own events (`account` set) never settle the platform's transfers.
+    let is_transfer = object.object.as_deref() == Some("transfer") && event.account.is_none();
     let kind = match event.event_type.as_str() {
         "transfer.created" | "transfer.paid" if is_transfer => Some(PaymentEventKind::Paid),
         "transfer.failed" if is_transfer => Some(PaymentEventKind::Failed {
@@ -318,6 +322,21 @@ mod tests {
             parse_stripe_event(event("transfer.updated", r#","reversed":false"#).as_bytes())
                 .unwrap();
         assert_eq!(updated.kind, None);
+        let connected = parse_stripe_event(
+            event("transfer.created", "")
+                .replacen(
+                    r#""object":"event","#,
+                    r#""object":"event","account":"acct_9","#,
+                    1,
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (connected.kind, connected.provider_payout_id),
+            (None, None),
+            "a connected account's event settles nothing"
+        );
         let payout = br#"{"id":"evt_2","type":"payout.paid","account":"acct_1","data":{"object":{"id":"po_1","object":"payout"}}}"#;
         let payout = parse_stripe_event(payout).unwrap();
         assert_eq!((payout.kind, payout.provider_payout_id), (None, None));
