@@ -82,7 +82,16 @@ pub async fn handle_message(
     let span =
         info_span!("batch", batch_id = %batch_id, job_id = job.job_id.as_deref().unwrap_or(""));
     async {
-        let summary = match app.executor.execute_payout_batch(&batch_id, deadline).await {
+        let run = match &job.payload.resume_after {
+            None => app.executor.execute_payout_batch(&batch_id, deadline).await,
+            Some(after) => {
+                info!(resume_after = %after, "continuation: resuming after the last item started");
+                app.executor
+                    .continue_payout_batch(&batch_id, after, deadline)
+                    .await
+            }
+        };
+        let summary = match run {
             Ok(summary) => summary,
             Err(err) if err.is_retryable() => {
                 warn!(error = %err, "batch run failed; SQS will redeliver");
@@ -99,20 +108,26 @@ pub async fn handle_message(
     .await
 }
 
-/// After a run: done, continued by a fresh job (out of time, progress made), or redelivered.
+/// After a run: done; continued by a job that resumes where this run stopped (out of time and
+/// items moved forward); or redelivered by SQS (errors, items held elsewhere, a platform
+/// refusal, or a run that moved nothing: a chain without progress ends in the DLQ, alarmed).
 async fn dispose_of_run(app: &App, job: &PayoutJob, summary: BatchSummary) -> Disposition {
     if !summary.needs_another_run() {
         info!("batch fully submitted");
         return Disposition::Done(Some(summary));
     }
-    let progressed = summary.submitted + summary.pending_kyc + summary.failed > 0;
+    let progressed = summary.moved > 0;
+    if summary.stopped_for_time() && !progressed {
+        warn!("out of time without moving any item forward: not continued; SQS redelivers the job");
+    }
     let continuation = app.continuation.as_ref();
     if let Some(queue) = continuation.filter(|_| summary.stopped_for_time() && progressed) {
-        let next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+        let next = PayoutJob::continuation(job, summary.resume_after.clone());
         match queue.enqueue(&next).await {
             Ok(()) => {
                 info!(
                     deferred = summary.deferred,
+                    resume_after = ?summary.resume_after,
                     "out of time: continuation job enqueued"
                 );
                 return Disposition::Continued(summary);

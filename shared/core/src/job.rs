@@ -15,11 +15,19 @@ pub struct PayoutJob {
     pub job_id: Option<String>,
 }
 
-/// The job's payload: which batch to pay.
+/// The job's payload: which batch to pay, and for a continuation where to resume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutJobPayload {
     #[serde(rename = "batchId")]
     pub batch_id: String,
+    /// Set on continuations only: the run resumes after this item (in item order), and leaves
+    /// `failed` items, which the job's first run already tried.
+    #[serde(
+        rename = "resumeAfter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resume_after: Option<String>,
 }
 
 /// Why a message body is a poison message: retrying it can never succeed.
@@ -35,18 +43,29 @@ pub enum JobError {
     UnknownType(String),
     #[error("batchId is empty or not a plain identifier: {0:?}")]
     BadBatchId(String),
+    #[error("resumeAfter is empty or not an item id: {0:?}")]
+    BadResumeAfter(String),
 }
 
 impl PayoutJob {
-    /// A job for `batch_id`, as the executor enqueues to continue a batch.
+    /// A job for the whole of `batch_id`, as upstream and the operator CLI enqueue it.
     pub fn for_batch(batch_id: &str, job_id: Option<String>) -> Self {
         PayoutJob {
             job_type: PAYOUT_EXECUTE.to_owned(),
             payload: PayoutJobPayload {
                 batch_id: batch_id.to_owned(),
+                resume_after: None,
             },
             job_id,
         }
+    }
+
+    /// The continuation of `job`, resuming after `resume_after` (`None`: from the start).
+    pub fn continuation(job: &PayoutJob, resume_after: Option<String>) -> Self {
+        let mut next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+        // A continuation always carries a cursor, so it is told apart from a fresh job.
+        next.payload.resume_after = Some(resume_after.unwrap_or_default());
+        next
     }
 
     /// Parses and validates an SQS body. The type is checked before the payload's shape, so
@@ -66,6 +85,12 @@ impl PayoutJob {
         let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
         if id.is_empty() || id.len() > 200 || !id.chars().all(plain) {
             return Err(JobError::BadBatchId(id.clone()));
+        }
+        if let Some(after) = &job.payload.resume_after
+            && (after.len() > crate::domain::MAX_ITEM_ID_LEN
+                || !after.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(JobError::BadResumeAfter(after.clone()));
         }
         Ok(job)
     }
@@ -114,5 +139,18 @@ mod tests {
             )),
             Err(JobError::BadBatchId(_))
         ));
+        assert!(matches!(
+            PayoutJob::parse(Some(
+                r#"{"type":"payout.execute","payload":{"batchId":"b","resumeAfter":"a b"}}"#
+            )),
+            Err(JobError::BadResumeAfter(_))
+        ));
+        let continued = PayoutJob::continuation(&PayoutJob::for_batch("b", None), None);
+        let body = serde_json::to_string(&continued).unwrap();
+        assert_eq!(
+            PayoutJob::parse(Some(&body)).unwrap().payload.resume_after,
+            Some(String::new()),
+            "a continuation from the start still says it is one: {body}"
+        );
     }
 }

@@ -6,9 +6,11 @@ use integration_tests::fakes::stripe::FakeStripe;
 use integration_tests::{TestEnv, items, test_config, verified_users};
 use payout_execute::{App, Disposition, handle_message};
 use payouts_core::domain::ItemStatus;
+use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::{
     PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
 };
+use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
@@ -656,5 +658,84 @@ async fn an_event_settles_only_items_of_its_own_provider() {
     assert_eq!(
         env.item("b-scope", "item-00001").await.status,
         ItemStatus::Paid
+    );
+}
+
+/// Records continuation jobs instead of sending them to SQS.
+#[derive(Default)]
+struct RecordedQueue(std::sync::Mutex<Vec<PayoutJob>>);
+
+#[async_trait::async_trait]
+impl JobQueue for RecordedQueue {
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
+        self.0.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+}
+
+/// A batch whose first items always fail, run in short invocations: continuations carry the
+/// cursor and leave failed items, so every item is reached, each failing item is tried once
+/// per job, and the chain ends.
+#[tokio::test]
+async fn continuations_resume_where_the_run_stopped_and_never_loop_on_failed_items() {
+    let env = TestEnv::start().await;
+    let batch = items(30, "1.00");
+    env.seed_batch("b-loop", "sandbox", "USD", &batch).await;
+    let users: Vec<(String, String, bool)> = batch
+        .iter()
+        .enumerate()
+        .map(|(n, (_, user, _))| {
+            let account = if n < 20 {
+                format!("acct_sandbox_reject_{n}")
+            } else {
+                format!("acct_{user}")
+            };
+            (user.clone(), account, true)
+        })
+        .collect();
+    env.seed_users(&users).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::from_millis(20)));
+    let queue = Arc::new(RecordedQueue::default());
+    let config = payouts_core::executor::ExecutorConfig {
+        concurrency: 1,
+        psp_timeout: Duration::from_millis(100),
+        ..test_config()
+    };
+    let app = App {
+        executor: env.executor(&psp, config),
+        continuation: Some(queue.clone()),
+    };
+    let mut body =
+        serde_json::to_string(&PayoutJob::for_batch("b-loop", Some("j-1".into()))).unwrap();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 20, "the job chain did not end: {runs} runs");
+        let mut message = job_message("b-loop");
+        message.body = Some(body.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1_100 + 400);
+        match handle_message(&app, message, Some(deadline)).await {
+            Disposition::Continued(_) => {
+                let next = queue.0.lock().unwrap().pop().expect("continuation job");
+                body = serde_json::to_string(&next).unwrap();
+            }
+            Disposition::Done(_) => break,
+            other => panic!("run {runs}: {other:?}"),
+        }
+    }
+    assert!(runs > 1, "the test needs the batch to outlast one run");
+    for item in env.items("b-loop").await {
+        let n: usize = item.item_id.trim_start_matches("item-").parse().unwrap();
+        let expected = if n <= 20 {
+            ItemStatus::Failed
+        } else {
+            ItemStatus::Processing
+        };
+        assert_eq!(item.status, expected, "{item:?}");
+    }
+    let refused_calls = psp.calls() - psp.transfers().len() as u64;
+    assert!(
+        refused_calls <= 20 + 2,
+        "{refused_calls} refused calls for 20 failing items in one job"
     );
 }

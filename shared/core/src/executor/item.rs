@@ -1,8 +1,8 @@
 //! One item's attempt: claim → (reconcile) → pay → record, each step a small function. Every
 //! write after the claim is fenced on the claim, so a superseded attempt changes nothing.
 
-use super::summary::ItemOutcome;
-use super::{Executor, ItemPath, ItemWork, PlatformHalt};
+use super::summary::{ItemOutcome, Movement};
+use super::{Executor, FailedItems, ItemPath, ItemWork, PlatformHalt, ResumePoint};
 use crate::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use crate::money::{Currency, PayoutAmount};
 use crate::ports::payment::{
@@ -41,6 +41,7 @@ impl Executor {
         work: ItemWork,
         deadline: Option<Instant>,
         halt: &PlatformHalt,
+        resume: &ResumePoint,
     ) -> ItemOutcome {
         let item = work.item();
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.item_id);
@@ -50,13 +51,18 @@ impl Executor {
                     item,
                     amount_minor,
                     method,
+                    position,
                 } => {
                     let payable = PayableItem {
                         item,
                         amount_minor,
                         method,
                     };
-                    self.pay_item(batch, adapter, payable, deadline, halt).await
+                    let outcome = self.pay_item(batch, adapter, payable, deadline, halt).await;
+                    if matches!(outcome, Ok(ItemOutcome::Deferred)) {
+                        resume.offer_position(&position);
+                    }
+                    outcome
                 }
                 ItemWork::Refuse { item, reason } => self.refuse_item(&item, &reason).await,
             }
@@ -142,7 +148,14 @@ impl Executor {
                 .await?;
             return Ok(ItemOutcome::Halted);
         }
-        self.record(&claim, answer).await
+        let outcome = self.record(&claim, answer).await?;
+        Ok(match outcome {
+            // Failing again is not progress.
+            ItemOutcome::Failed(_) if item.status == ItemStatus::Failed => {
+                ItemOutcome::Failed(Movement::Unchanged)
+            }
+            other => other,
+        })
     }
 
     /// The recipient's account for this batch, or the outcome for an item that cannot be paid
@@ -370,7 +383,7 @@ impl Executor {
         match self.store.record_rejected(claim, reason, key, now).await? {
             TransitionOutcome::Applied => {
                 info!(from = %ItemStatus::Submitting, to = %ItemStatus::Failed, attempt = claim.attempt, reason = %reason, reconcile = (key == CurrentKey::NeedsLookup), "item transition");
-                Ok(ItemOutcome::Failed)
+                Ok(ItemOutcome::Failed(Movement::Moved))
             }
             TransitionOutcome::Superseded { current, .. } => {
                 warn!(attempt = claim.attempt, reason = %reason, current = ?current.map(ItemStatus::as_str), "PSP rejected, but the item moved on meanwhile; not overwritten");
@@ -387,13 +400,17 @@ impl Executor {
         reason: &str,
     ) -> Result<ItemOutcome, StoreError> {
         error!(status = %item.status, %reason, "item cannot be paid as it stands; failed with the reason, nothing sent to the PSP");
+        let movement = match item.status {
+            ItemStatus::Failed => Movement::Unchanged,
+            _ => Movement::Moved,
+        };
         if item.status == ItemStatus::Failed && item.failure_reason.as_deref() == Some(reason) {
-            return Ok(ItemOutcome::Failed);
+            return Ok(ItemOutcome::Failed(movement));
         }
         match self.store.mark_refused(item, reason, self.now_ms()).await? {
             TransitionOutcome::Applied => {
                 info!(from = %item.status, to = %ItemStatus::Failed, reason, "item transition");
-                Ok(ItemOutcome::Failed)
+                Ok(ItemOutcome::Failed(movement))
             }
             TransitionOutcome::Superseded { current, .. } => {
                 info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
@@ -407,8 +424,12 @@ impl Executor {
         item: &PayoutItem,
         reason: &str,
     ) -> Result<ItemOutcome, StoreError> {
+        let movement = match item.status {
+            ItemStatus::PendingKyc => Movement::Unchanged,
+            _ => Movement::Moved,
+        };
         if item.status == ItemStatus::PendingKyc && item.failure_reason.as_deref() == Some(reason) {
-            return Ok(ItemOutcome::PendingKyc);
+            return Ok(ItemOutcome::PendingKyc(movement));
         }
         match self
             .store
@@ -417,7 +438,7 @@ impl Executor {
         {
             TransitionOutcome::Applied => {
                 info!(from = %item.status, to = %ItemStatus::PendingKyc, reason, "item transition");
-                Ok(ItemOutcome::PendingKyc)
+                Ok(ItemOutcome::PendingKyc(movement))
             }
             TransitionOutcome::Superseded { current, .. } => {
                 info!(seen = %item.status, current = ?current.map(ItemStatus::as_str), "item changed since it was read; left to its new owner");
@@ -489,6 +510,7 @@ pub(super) fn sort_read_item(
     adapter: &dyn PaymentAdapter,
     decoded: Result<PayoutItem, StoreError>,
     now: u64,
+    failed_items: FailedItems,
 ) -> Sorted {
     let item = match decoded {
         Ok(item) => item,
@@ -501,6 +523,9 @@ pub(super) fn sort_read_item(
         ItemStatus::Processing | ItemStatus::Paid => return Sorted::Done(ItemOutcome::Skipped),
         ItemStatus::Submitting if item.is_leased_at(now) => {
             return Sorted::Done(ItemOutcome::InFlight);
+        }
+        ItemStatus::Failed if failed_items == FailedItems::Leave => {
+            return Sorted::Done(ItemOutcome::Failed(Movement::Unchanged));
         }
         _ => {}
     }
@@ -619,8 +644,14 @@ mod tests {
         };
         let usd = Currency::parse("usd").unwrap();
         let now = 1_000;
-        let sort = |item: PayoutItem| match sort_read_item(&batch, usd, &IsoAdapter, Ok(item), now)
-        {
+        let sort = |item: PayoutItem| match sort_read_item(
+            &batch,
+            usd,
+            &IsoAdapter,
+            Ok(item),
+            now,
+            FailedItems::Retry,
+        ) {
             Sorted::Pay(_, minor) => Ok(minor),
             Sorted::Refuse(_, reason) => Err(Err(reason)),
             Sorted::Done(outcome) => Err(Ok(outcome)),

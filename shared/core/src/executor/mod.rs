@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::domain::{PayoutBatch, PayoutItem, PayoutMethod};
 use crate::money::Currency;
 use crate::ports::payment::PaymentAdapter;
-use crate::ports::repository::{PayoutRepository, StoreError};
+use crate::ports::repository::{PageCursor, PayoutRepository, StoreError};
 use crate::registry::{PaymentAdapterRegistry, UnknownProvider};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -86,6 +86,67 @@ impl ExecuteError {
     }
 }
 
+/// Where a run starts.
+enum RunStart {
+    Beginning,
+    /// A continuation: after this item (empty: the first).
+    After(String),
+}
+
+/// What a run does with items that are `failed` when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailedItems {
+    /// A job's first run retries them (under the next key generation).
+    Retry,
+    /// Continuations leave them: each job retries a failed item at most once.
+    Leave,
+}
+
+/// What the page reader works with.
+struct Reading<'a> {
+    batch: &'a PayoutBatch,
+    currency: Currency,
+    adapter: &'a dyn PaymentAdapter,
+    start: &'a RunStart,
+    resume: &'a ResumePoint,
+}
+
+/// An item's place in the run's reading order, and the item read just before it: where a
+/// continuation resumes if this item is not started.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadPosition {
+    index: u64,
+    after: String,
+}
+
+/// The earliest place in reading order that a run left unstarted (deadline), shared by the
+/// reader and the workers.
+#[derive(Debug, Default)]
+pub(crate) struct ResumePoint(std::sync::Mutex<Option<ReadPosition>>);
+
+impl ResumePoint {
+    pub(crate) fn offer(&self, index: u64, after: &str) {
+        let mut earliest = self.0.lock().expect("resume point poisoned");
+        if earliest.as_ref().is_none_or(|e| index < e.index) {
+            *earliest = Some(ReadPosition {
+                index,
+                after: after.to_owned(),
+            });
+        }
+    }
+
+    pub(crate) fn offer_position(&self, position: &ReadPosition) {
+        self.offer(position.index, &position.after);
+    }
+
+    fn into_resume_after(self) -> Option<String> {
+        self.0
+            .into_inner()
+            .expect("resume point poisoned")
+            .map(|p| p.after)
+    }
+}
+
 /// Set once the PSP refuses the platform itself during a run: no item starts after it.
 #[derive(Debug, Default)]
 pub(crate) struct PlatformHalt(std::sync::atomic::AtomicBool);
@@ -108,6 +169,7 @@ enum ItemWork {
         item: PayoutItem,
         amount_minor: i64,
         method: Option<PayoutMethod>,
+        position: ReadPosition,
     },
     /// An item that can never be paid as it stands: it becomes `failed` with the reason.
     Refuse { item: PayoutItem, reason: String },
@@ -154,11 +216,34 @@ impl Executor {
     }
 
     /// Runs the protocol over every item of `batch_id` that is not already `processing`/`paid`.
-    /// Starts no item after `deadline` minus one PSP call's time. Errors only when the batch
-    /// itself cannot be run; per-item trouble is counted in the summary.
+    /// Starts no item without the time its path needs before `deadline`. Errors only when the
+    /// batch itself cannot be run; per-item trouble is counted in the summary.
     pub async fn execute_payout_batch(
         &self,
         batch_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<BatchSummary, ExecuteError> {
+        self.run_batch(batch_id, RunStart::Beginning, deadline)
+            .await
+    }
+
+    /// Continues a run that stopped for time: from the item after `resume_after` (empty: the
+    /// first), leaving `failed` items, which the job's first run already tried, so a chain of
+    /// continuations visits each item once and cannot loop on items that keep failing.
+    pub async fn continue_payout_batch(
+        &self,
+        batch_id: &str,
+        resume_after: &str,
+        deadline: Option<Instant>,
+    ) -> Result<BatchSummary, ExecuteError> {
+        self.run_batch(batch_id, RunStart::After(resume_after.to_owned()), deadline)
+            .await
+    }
+
+    async fn run_batch(
+        &self,
+        batch_id: &str,
+        start: RunStart,
         deadline: Option<Instant>,
     ) -> Result<BatchSummary, ExecuteError> {
         let batch = self
@@ -178,11 +263,19 @@ impl Executor {
         });
 
         let (work_tx, mut work_rx) = mpsc::channel::<ItemWork>(self.config.concurrency * 2);
-        let read = self.read_items(&batch, currency, adapter.as_ref(), work_tx, read_by);
+        let resume = ResumePoint::default();
+        let reading = Reading {
+            batch: &batch,
+            currency,
+            adapter: adapter.as_ref(),
+            start: &start,
+            resume: &resume,
+        };
+        let read = self.read_items(reading, work_tx, read_by);
         let halt = PlatformHalt::default();
         let run = async {
             let work = futures_util::stream::poll_fn(|cx| work_rx.poll_recv(cx));
-            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, deadline, &halt))
+            work.map(|work| self.run_item(&batch, adapter.as_ref(), work, deadline, &halt, &resume))
                 .buffer_unordered(self.config.concurrency)
                 .fold(BatchSummary::default(), |mut summary, outcome| async move {
                     summary.count(outcome);
@@ -193,6 +286,7 @@ impl Executor {
         let (mut summary, run_summary) = tokio::join!(read, run);
         summary.absorb(run_summary);
         summary.batch_id = batch_id.to_owned();
+        summary.resume_after = resume.into_resume_after();
         if !summary.needs_another_run() {
             // A batch whose items all ended without a transfer (pending_kyc, failed) gets no
             // webhook to complete it; the completion check here does.
@@ -228,22 +322,41 @@ impl Executor {
     /// recipients' methods, read in bulk per page) to the workers.
     async fn read_items(
         &self,
-        batch: &PayoutBatch,
-        currency: Currency,
-        adapter: &dyn PaymentAdapter,
+        Reading {
+            batch,
+            currency,
+            adapter,
+            start,
+            resume,
+        }: Reading<'_>,
         work_tx: mpsc::Sender<ItemWork>,
         read_by: Option<Instant>,
     ) -> BatchSummary {
         let mut summary = BatchSummary::default();
-        let mut start = None;
+        let failed_items = match start {
+            RunStart::Beginning => FailedItems::Retry,
+            RunStart::After(_) => FailedItems::Leave,
+        };
+        let mut last_read = match start {
+            RunStart::Beginning => String::new(),
+            RunStart::After(item_id) => item_id.clone(),
+        };
+        let mut cursor = match start {
+            RunStart::Beginning => None,
+            RunStart::After(item_id) => Some(PageCursor {
+                after_item_id: item_id.clone(),
+            }),
+        };
+        let mut index = 0_u64;
         loop {
             if read_by.is_some_and(|t| Instant::now() >= t) {
                 info!(batch_id = %batch.batch_id, "deadline near: stopping before the next page");
+                resume.offer(index, &last_read);
                 return summary;
             }
             let page = match self
                 .store
-                .query_items_page(&batch.batch_id, start.take(), self.config.page_size)
+                .query_items_page(&batch.batch_id, cursor.take(), self.config.page_size)
                 .await
             {
                 Ok(page) => page,
@@ -258,8 +371,18 @@ impl Executor {
             let mut refused = Vec::new();
             for decoded in page.items {
                 summary.total += 1;
-                match item::sort_read_item(batch, currency, adapter, decoded, now) {
-                    item::Sorted::Pay(item, amount_minor) => candidates.push((item, amount_minor)),
+                index += 1;
+                let position = ReadPosition {
+                    index,
+                    after: last_read.clone(),
+                };
+                if let Ok(item) = &decoded {
+                    last_read.clone_from(&item.item_id);
+                }
+                match item::sort_read_item(batch, currency, adapter, decoded, now, failed_items) {
+                    item::Sorted::Pay(item, amount_minor) => {
+                        candidates.push((item, amount_minor, position))
+                    }
                     item::Sorted::Refuse(item, reason) => {
                         refused.push(ItemWork::Refuse { item, reason })
                     }
@@ -273,7 +396,7 @@ impl Executor {
             }
             let mut user_ids: Vec<String> = candidates
                 .iter()
-                .map(|(item, _)| item.user_id.clone())
+                .map(|(item, _, _)| item.user_id.clone())
                 .collect();
             user_ids.sort_unstable();
             user_ids.dedup();
@@ -285,19 +408,20 @@ impl Executor {
                     return summary;
                 }
             };
-            for (item, amount_minor) in candidates {
+            for (item, amount_minor, position) in candidates {
                 let method = methods.get(&item.user_id).cloned();
                 let work = ItemWork::Pay {
                     item,
                     amount_minor,
                     method,
+                    position,
                 };
                 if work_tx.send(work).await.is_err() {
                     return summary;
                 }
             }
             match page.next {
-                Some(next) => start = Some(next),
+                Some(next) => cursor = Some(next),
                 None => {
                     summary.read_all_pages = true;
                     return summary;

@@ -35,15 +35,30 @@ pub struct BatchSummary {
     /// funds, transfers not allowed, a restricted or wrong key): the run stops starting items
     /// and the job is retried until the platform is fixed. No item is failed for it.
     pub halted: u64,
+    /// Items this run moved forward (submitted, newly held for KYC, newly failed); re-failing a
+    /// `failed` item or re-reading an unchanged one is not progress. A continuation is only
+    /// worth sending when this is non-zero.
+    pub moved: u64,
+    /// Where a continuation resumes: after this item (empty: from the start). Set when the run
+    /// stopped before every item was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<String>,
 }
 
 /// What became of one item in one run: the unit the summary counts.
+/// Whether an item's status changed in this run: progress is counted on moves only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Movement {
+    Moved,
+    Unchanged,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ItemOutcome {
     Submitted,
     Skipped,
-    PendingKyc,
-    Failed,
+    PendingKyc(Movement),
+    Failed(Movement),
     Retryable,
     Invalid,
     InFlight,
@@ -85,14 +100,24 @@ impl BatchSummary {
         self.deferred += other.deferred;
         self.double_payments += other.double_payments;
         self.halted += other.halted;
+        self.moved += other.moved;
     }
 
     pub(crate) fn count(&mut self, outcome: ItemOutcome) {
+        if matches!(
+            outcome,
+            ItemOutcome::Submitted
+                | ItemOutcome::DoublePayment
+                | ItemOutcome::PendingKyc(Movement::Moved)
+                | ItemOutcome::Failed(Movement::Moved)
+        ) {
+            self.moved += 1;
+        }
         let counter = match outcome {
             ItemOutcome::Submitted => &mut self.submitted,
             ItemOutcome::Skipped => &mut self.skipped,
-            ItemOutcome::PendingKyc => &mut self.pending_kyc,
-            ItemOutcome::Failed => &mut self.failed,
+            ItemOutcome::PendingKyc(_) => &mut self.pending_kyc,
+            ItemOutcome::Failed(_) => &mut self.failed,
             ItemOutcome::Retryable => &mut self.retryable,
             ItemOutcome::Invalid => &mut self.invalid,
             ItemOutcome::InFlight => &mut self.in_flight,
