@@ -158,6 +158,10 @@ async fn settle(
         Ok(SettlementOutcome::Ignored { reason }) => {
             Some(json!({ "result": "ignored", "eventId": event.event_id, "reason": reason }))
         }
+        Ok(SettlementOutcome::Held { batch_id, item_id }) => Some(json!({
+            "result": "held", "eventId": event.event_id, "batchId": batch_id, "itemId": item_id,
+            "reason": "the item does not record this transfer yet; applied when it does",
+        })),
         Err(err) => {
             error!(provider, event_id = %event.event_id, error = %err, "storage error; the PSP will redeliver");
             None

@@ -22,7 +22,14 @@ pub enum SettlementOutcome {
     Duplicate,
     /// Acknowledged without moving any item; the reason says why.
     Ignored { reason: String },
+    /// The item does not record this event's transfer yet: the event is held and applied when
+    /// the item records it ([`apply_held_events`]).
+    Held { batch_id: String, item_id: String },
 }
+
+/// The suffix of the event id under which a held event is applied: the original id is already
+/// recorded as seen (held), and a second release of the same event is a duplicate.
+const RELEASED: &str = ":released";
 
 /// Applies a verified event from `provider`. Errors are transient storage errors: the PSP
 /// should redeliver (HTTP 5xx), and the redelivery is safe.
@@ -85,7 +92,42 @@ pub async fn apply_payment_event(
             warn!(batch_id, item_id, event_id = %event.event_id, "webhook event not applied: {reason}");
             Ok(SettlementOutcome::Ignored { reason })
         }
+        EventApplied::Held { current } => {
+            info!(
+                batch_id, item_id, event_id = %event.event_id, current = ?current.map(|s| s.as_str()),
+                provider_payout_id = ?event.provider_payout_id,
+                "webhook event held: the item does not record this transfer yet; applied when it does"
+            );
+            Ok(SettlementOutcome::Held { batch_id, item_id })
+        }
     }
+}
+
+/// Applies the events held for `transfer_id` (the item now records it), each once, and forgets
+/// them. Returns how many moved the item. Called by the executor when it records a transfer it
+/// did not make in this attempt (found by reconciliation, or replayed by the PSP).
+pub async fn apply_held_events(
+    store: &dyn PayoutRepository,
+    clock: &dyn Clock,
+    provider: &str,
+    transfer_id: &str,
+) -> Result<u64, StoreError> {
+    let mut applied = 0;
+    for held in store.held_events(provider, transfer_id).await? {
+        let released = PaymentEvent {
+            event_id: format!("{}{RELEASED}", held.event_id),
+            ..held.clone()
+        };
+        let outcome = apply_payment_event(store, clock, provider, &released).await?;
+        info!(event_id = %held.event_id, provider_payout_id = transfer_id, outcome = ?outcome, "held webhook event released");
+        if matches!(outcome, SettlementOutcome::Applied { .. }) {
+            applied += 1;
+        }
+        store
+            .forget_held_event(provider, transfer_id, &held.event_id)
+            .await?;
+    }
+    Ok(applied)
 }
 
 /// The item by the reference the executor sent as metadata, else by the PSP's transfer id.

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use payouts_core::clock::rfc3339_from_ms;
 use payouts_core::domain::{BatchStatus, ItemStatus, PayoutItem};
 use payouts_core::ports::repository::{BatchCompletion, EventApplied, StoreError};
-use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use std::collections::{BTreeMap, HashMap};
 
 /// The outcome written on the record of an event that moved its item.
@@ -168,20 +168,115 @@ impl DynamoDbRepository {
                 message: format!("transaction cancelled ({}); retry", codes.join(", ")),
             });
         }
-        let current = reasons[1].item().and_then(|old: &Record| status_of(old));
-        let outcome = format!(
-            "not applicable: item is {}",
-            current.map(ItemStatus::as_str).unwrap_or("unknown")
-        );
-        Ok(
-            match self
-                .put_event_once(provider, event, Some(item), &outcome, now_ms)
-                .await?
-            {
-                true => EventApplied::NotApplicable { current },
-                false => EventApplied::Duplicate,
-            },
-        )
+        let old = reasons[1].item();
+        let current = old.and_then(|old: &Record| status_of(old));
+        let holdable = old.is_some_and(|old| may_record_later(old, provider, event));
+        let outcome = match (holdable, current) {
+            (true, _) => "held: the item does not record this transfer yet".to_owned(),
+            (false, current) => format!(
+                "not applicable: item is {}",
+                current.map(ItemStatus::as_str).unwrap_or("unknown")
+            ),
+        };
+        if !self
+            .put_event_once(provider, event, Some(item), &outcome, now_ms)
+            .await?
+        {
+            return Ok(EventApplied::Duplicate);
+        }
+        if !holdable {
+            return Ok(EventApplied::NotApplicable { current });
+        }
+        self.put_held_event(provider, event, item, now_ms).await?;
+        Ok(EventApplied::Held { current })
+    }
+
+    /// Keeps `event` under its transfer until the item records that transfer.
+    async fn put_held_event(
+        &self,
+        provider: &str,
+        event: &PaymentEvent,
+        item: &PayoutItem,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (Some(transfer_id), Some(kind)) = (&event.provider_payout_id, &event.kind) else {
+            return Ok(());
+        };
+        let (kind_name, reason) = match kind {
+            PaymentEventKind::Paid => ("paid", None),
+            PaymentEventKind::Failed { reason } => ("failed", Some(reason)),
+            PaymentEventKind::Reversed { reason } => ("reversed", Some(reason)),
+        };
+        let mut record = HashMap::from([
+            (attr::PK.to_owned(), s(keys::held_pk(provider, transfer_id))),
+            (attr::SK.to_owned(), s(keys::held_sk(&event.event_id))),
+            (attr::EVENT_ID.to_owned(), s(&event.event_id)),
+            (attr::EVENT_TYPE.to_owned(), s(&event.event_type)),
+            (attr::EVENT_KIND.to_owned(), s(kind_name)),
+            (attr::BATCH_ID.to_owned(), s(&item.batch_id)),
+            (attr::ITEM_ID.to_owned(), s(&item.item_id)),
+            (attr::TRANSFER_ID.to_owned(), s(transfer_id)),
+            (attr::RECEIVED_AT.to_owned(), s(rfc3339_from_ms(now_ms))),
+            (
+                attr::EXPIRES_AT.to_owned(),
+                n(now_ms / 1000 + EVENT_RETENTION_SECS),
+            ),
+        ]);
+        if let Some(reason) = reason {
+            record.insert(attr::EVENT_REASON.to_owned(), s(reason));
+        }
+        self.client()
+            .put_item()
+            .table_name(self.payouts_table())
+            .set_item(Some(record))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_held_events(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+    ) -> Result<Vec<PaymentEvent>, StoreError> {
+        let key = Expression::new()
+            .require_equal(attr::PK, s(keys::held_pk(provider, transfer_id)))
+            .build();
+        let out = self
+            .client()
+            .query()
+            .table_name(self.payouts_table())
+            .set_key_condition_expression(key.condition)
+            .set_expression_attribute_names(key.names)
+            .set_expression_attribute_values(key.values)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(decode_held_event)
+            .collect())
+    }
+
+    pub(crate) async fn delete_held_event(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .delete_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::held_pk(provider, transfer_id)))
+            .key(attr::SK, s(keys::held_sk(event_id)))
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(())
     }
 
     pub(crate) async fn put_event_once(
@@ -315,6 +410,53 @@ impl DynamoDbRepository {
             }
         }
     }
+}
+
+/// Whether the item (as the failed condition returned it) could still come to record this
+/// event's transfer: it waits for an attempt (`pending`, `pending_kyc`, `failed`), records no
+/// transfer or another one not yet retired, never retired this one, and is this provider's.
+fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool {
+    let Some(transfer_id) = &event.provider_payout_id else {
+        return false;
+    };
+    let waiting = matches!(
+        status_of(old),
+        Some(ItemStatus::Pending | ItemStatus::PendingKyc | ItemStatus::Failed)
+    );
+    let retired = match old.get(attr::PREVIOUS_PAYOUT_IDS) {
+        Some(AttributeValue::L(ids)) => ids.iter().any(|id| id.as_s().ok() == Some(transfer_id)),
+        _ => false,
+    };
+    let own_provider = get_s(old, attr::ITEM_PROVIDER).is_none_or(|p| p == provider);
+    waiting
+        && !retired
+        && own_provider
+        && get_s(old, attr::PROVIDER_PAYOUT_ID) != Some(transfer_id.as_str())
+}
+
+/// A held event as settlement applies it.
+fn decode_held_event(record: &Record) -> Option<PaymentEvent> {
+    let reason = || {
+        get_s(record, attr::EVENT_REASON)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kind = match get_s(record, attr::EVENT_KIND)? {
+        "paid" => PaymentEventKind::Paid,
+        "failed" => PaymentEventKind::Failed { reason: reason() },
+        "reversed" => PaymentEventKind::Reversed { reason: reason() },
+        _ => return None,
+    };
+    Some(PaymentEvent {
+        event_id: get_s(record, attr::EVENT_ID)?.to_owned(),
+        event_type: get_s(record, attr::EVENT_TYPE)?.to_owned(),
+        kind: Some(kind),
+        provider_payout_id: Some(get_s(record, attr::TRANSFER_ID)?.to_owned()),
+        reference: Some(ItemReference {
+            batch_id: get_s(record, attr::BATCH_ID)?.to_owned(),
+            item_id: get_s(record, attr::ITEM_ID)?.to_owned(),
+        }),
+    })
 }
 
 /// The once-only record of an event, kept for [`EVENT_RETENTION_SECS`].

@@ -134,6 +134,24 @@ impl PayoutRepository for DynamoDbRepository {
             .await
     }
 
+    async fn held_events(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+    ) -> Result<Vec<PaymentEvent>, StoreError> {
+        self.read_held_events(provider, transfer_id).await
+    }
+
+    async fn forget_held_event(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        self.delete_held_event(provider, transfer_id, event_id)
+            .await
+    }
+
     async fn record_event_once(
         &self,
         provider: &str,

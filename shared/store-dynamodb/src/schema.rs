@@ -57,6 +57,9 @@ pub mod attr {
     pub const OUTCOME: &str = "outcome";
     pub const RECEIVED_AT: &str = "receivedAt";
     pub const TRANSFER_ID: &str = "transferId";
+    /// Held events: what the event means (`paid`, `failed`, `reversed`) and its reason.
+    pub const EVENT_KIND: &str = "eventKind";
+    pub const EVENT_REASON: &str = "eventReason";
     /// Epoch seconds at which DynamoDB's TTL deletes the record.
     pub const EXPIRES_AT: &str = "expiresAt";
 }
@@ -74,6 +77,16 @@ pub mod keys {
 
     pub fn item_sk(item_id: &str) -> String {
         format!("{ITEM_SK_PREFIX}{item_id}")
+    }
+
+    /// The partition of the events held for one transfer until its item records it.
+    pub fn held_pk(provider: &str, transfer_id: &str) -> String {
+        format!("HELD#{provider}#{transfer_id}")
+    }
+
+    /// The sort key of one held event.
+    pub fn held_sk(event_id: &str) -> String {
+        format!("EVENT#{event_id}")
     }
 
     /// The key of an event's once-only record: one per provider and event id.

@@ -739,3 +739,83 @@ async fn continuations_resume_where_the_run_stopped_and_never_loop_on_failed_ite
         "{refused_calls} refused calls for 20 failing items in one job"
     );
 }
+
+/// An event for a transfer the item does not record yet (here: the item is `failed` awaiting
+/// reconciliation) is held, not discarded: once reconciliation records that transfer, the held
+/// event settles the item.
+#[tokio::test]
+async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_later() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "6.00");
+    env.seed_batch("b-held", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    // The first attempt made the transfer, its answer was lost, and a later attempt under the
+    // same key was refused as changed: the item is failed, awaiting reconciliation.
+    let made = psp
+        .submit_transfer(&TransferRequest {
+            idempotency_key: payouts_core::ports::payment::IdempotencyKey::for_item(
+                "b-held",
+                "item-00001",
+                0,
+            ),
+            batch_id: "b-held".into(),
+            item_id: "item-00001".into(),
+            destination: "acct_user-00001".into(),
+            amount_minor: 600,
+            currency: "USD".into(),
+        })
+        .await
+        .unwrap();
+    env.client()
+        .update_item()
+        .table_name(env.store.payouts_table())
+        .key(attr::PK, s(keys::batch_pk("b-held")))
+        .key(attr::SK, s(keys::item_sk("item-00001")))
+        .update_expression("SET #s = :s, #a = :a, #g = :g, #r = :r, #f = :f")
+        .expression_attribute_names("#s", attr::STATUS)
+        .expression_attribute_names("#a", attr::ATTEMPT)
+        .expression_attribute_names("#g", attr::KEY_GENERATION)
+        .expression_attribute_names("#r", attr::RECONCILE_SINCE)
+        .expression_attribute_names("#f", attr::FAILURE_REASON)
+        .expression_attribute_values(":s", s("failed"))
+        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("2".into()))
+        .expression_attribute_values(":g", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
+        .expression_attribute_values(
+            ":r",
+            aws_sdk_dynamodb::types::AttributeValue::N("1000".into()),
+        )
+        .expression_attribute_values(":f", s("idempotency_error: changed"))
+        .send()
+        .await
+        .unwrap();
+    let event = transfer_event(
+        "evt_before_record",
+        &made.provider_payout_id,
+        "b-held",
+        "item-00001",
+        PaymentEventKind::Paid,
+    );
+    let first = apply_payment_event(env.repository().as_ref(), &env.clock, "sandbox", &event)
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, SettlementOutcome::Held { .. }),
+        "{first:?}"
+    );
+    assert_eq!(
+        env.item("b-held", "item-00001").await.status,
+        ItemStatus::Failed
+    );
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-held", None)
+        .await
+        .unwrap();
+    let settled = env.item("b-held", "item-00001").await;
+    assert_eq!(settled.status, ItemStatus::Paid, "{settled:?}");
+    assert_eq!(
+        settled.provider_payout_id.as_deref(),
+        Some(made.provider_payout_id.as_str())
+    );
+    assert_eq!(psp.transfers().len(), 1, "never paid twice");
+}

@@ -148,7 +148,7 @@ impl Executor {
                 .await?;
             return Ok(ItemOutcome::Halted);
         }
-        let outcome = self.record(&claim, answer).await?;
+        let outcome = self.record(adapter, &claim, answer).await?;
         Ok(match outcome {
             // Failing again is not progress.
             ItemOutcome::Failed(_) if item.status == ItemStatus::Failed => {
@@ -240,7 +240,9 @@ impl Executor {
                     attempt = claim.attempt, reason = why, provider_payout_id = %receipt.provider_payout_id,
                     "reconciliation found the item's transfer: recorded, not paid again"
                 );
-                Ok(Reconciled::Done(self.record(claim, Ok(receipt)).await?))
+                Ok(Reconciled::Done(
+                    self.record(adapter, claim, Ok(receipt)).await?,
+                ))
             }
             Err(err) => {
                 warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
@@ -303,12 +305,16 @@ impl Executor {
     /// Records the PSP's answer under the claim's fence.
     async fn record(
         &self,
+        adapter: &dyn PaymentAdapter,
         claim: &Claim,
         answer: Result<TransferReceipt, PaymentError>,
     ) -> Result<ItemOutcome, StoreError> {
         let now = self.now_ms();
         match answer {
-            Ok(receipt) => self.record_accepted(claim, &receipt, now).await,
+            Ok(receipt) => {
+                self.record_accepted(adapter.provider(), claim, &receipt, now)
+                    .await
+            }
             Err(PaymentError::Rejected { code, message }) => {
                 let reason = format!("{code}: {message}");
                 self.record_rejected(claim, &reason, CurrentKey::Settled, now)
@@ -337,6 +343,7 @@ impl Executor {
 
     async fn record_accepted(
         &self,
+        provider: &str,
         claim: &Claim,
         receipt: &TransferReceipt,
         now: u64,
@@ -346,10 +353,16 @@ impl Executor {
             .record_accepted(claim, &receipt.provider_payout_id, now)
             .await?
         {
-            TransitionOutcome::Applied => info!(
-                from = %ItemStatus::Submitting, to = %ItemStatus::Processing, attempt = claim.attempt,
-                provider_payout_id = %receipt.provider_payout_id, replayed = receipt.replayed, "item transition"
-            ),
+            TransitionOutcome::Applied => {
+                info!(
+                    from = %ItemStatus::Submitting, to = %ItemStatus::Processing, attempt = claim.attempt,
+                    provider_payout_id = %receipt.provider_payout_id, replayed = receipt.replayed, "item transition"
+                );
+                if receipt.replayed {
+                    self.release_held_events(provider, &receipt.provider_payout_id)
+                        .await;
+                }
+            }
             TransitionOutcome::Superseded {
                 current,
                 current_payout_id: Some(recorded),
@@ -371,6 +384,21 @@ impl Executor {
             ),
         }
         Ok(ItemOutcome::Submitted)
+    }
+
+    /// A transfer this attempt did not make (replayed, or found by reconciliation) may have had
+    /// events before the item recorded it: they were held, and apply now.
+    async fn release_held_events(&self, provider: &str, transfer_id: &str) {
+        if let Err(err) = crate::settlement::apply_held_events(
+            self.store.as_ref(),
+            self.clock.as_ref(),
+            provider,
+            transfer_id,
+        )
+        .await
+        {
+            error!(provider_payout_id = transfer_id, error = %err, "held webhook events for this transfer could not be applied; the item stays processing until reconciled");
+        }
     }
 
     async fn record_rejected(

@@ -94,6 +94,10 @@ pub enum EventApplied {
     /// The item is not in a state this event may change (e.g. `failed` after `paid`, or another
     /// transfer's event); nothing moved, the event is recorded so a redelivery is a no-op.
     NotApplicable { current: Option<ItemStatus> },
+    /// The item does not record this event's transfer yet, but may later (reconciliation can
+    /// find it): the event is recorded as seen and held for that transfer, to be applied when
+    /// the item records it ([`PayoutRepository::held_events`]).
+    Held { current: Option<ItemStatus> },
 }
 
 /// Per-status item counts, and the batch status they add up to.
@@ -226,6 +230,21 @@ pub trait PayoutRepository: Send + Sync {
         item: &PayoutItem,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError>;
+
+    /// Events held for `transfer_id` of `provider` (see [`EventApplied::Held`]), oldest first.
+    async fn held_events(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+    ) -> Result<Vec<PaymentEvent>, StoreError>;
+
+    /// Drops a held event once it has been applied.
+    async fn forget_held_event(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Records an event that moves no item (unknown item, not applicable). Returns false when
     /// the event id was already recorded.
