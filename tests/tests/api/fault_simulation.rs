@@ -25,7 +25,8 @@ use payouts_core::ports::webhook::{
 use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_psp::stripe::StripeAdapter;
 use payouts_psp::stripe::webhook;
-use payouts_store_dynamodb::schema::attr;
+use payouts_store_dynamodb::s;
+use payouts_store_dynamodb::schema::{attr, keys};
 use psp_webhook::{WebhookApp, handle_webhook};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,13 @@ impl PaymentAdapter for CrashingAdapter {
         self.inner.provider()
     }
 
+    fn minor_units(
+        &self,
+        amount: &payouts_core::money::PayoutAmount,
+    ) -> Result<i64, payouts_core::money::MoneyError> {
+        self.inner.minor_units(amount)
+    }
+
     async fn submit_transfer(
         &self,
         request: &TransferRequest,
@@ -165,6 +173,48 @@ struct Scenario {
     items: BTreeMap<String, (String, String)>,
     unverified: Vec<String>,
     rejected: Vec<String>,
+    /// The batch's currency as upstream wrote it (any case).
+    currency: &'static str,
+    /// item id → every `netAmount` it has had (upstream may edit it between runs).
+    amounts: BTreeMap<String, Vec<String>>,
+    /// Items whose amount Stripe cannot take exactly: they must fail with a reason, unpaid.
+    unpayable: Vec<String>,
+    /// Set while every destination refuses with a platform-level error (no funds).
+    no_funds: bool,
+}
+
+/// Currencies the simulation pays in: Stripe reads each differently (see `stripe_minor_units`).
+const CURRENCIES: &[&str] = &["USD", "usd", "JPY", "MGA", "ISK", "HUF", "BHD"];
+
+/// An amount in `currency`, payable through Stripe or not, as upstream would write it.
+fn draw_amount(rng: &mut Rng, currency: &str, payable: bool) -> String {
+    let whole = 1 + rng.below(500);
+    match (currency.to_ascii_uppercase().as_str(), payable) {
+        ("JPY" | "MGA" | "ISK" | "HUF", true) if rng.chance(0.5) => format!("{whole}.00"),
+        ("JPY" | "MGA" | "ISK" | "HUF", true) => format!("{whole}"),
+        ("JPY" | "MGA" | "ISK" | "HUF", false) => format!("{whole}.5"),
+        ("BHD", true) => format!("{whole}.{:02}0", rng.below(100)),
+        ("BHD", false) => format!("{whole}.125"),
+        (_, true) => format!("{whole}.{:02}", rng.below(100)),
+        (_, false) => format!("{whole}.005"),
+    }
+}
+
+/// What Stripe must receive for `amount` in `currency`, worked out independently of the
+/// adapter (Stripe's currency documentation): `None` when Stripe cannot take it exactly.
+fn stripe_minor_units(currency: &str, amount: &str) -> Option<i64> {
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let whole: i64 = whole.parse().ok()?;
+    let digits = |places: usize| -> Option<i64> {
+        (fraction.len() <= places).then(|| format!("{fraction:0<places$}").parse().unwrap_or(0))
+    };
+    match currency.to_ascii_uppercase().as_str() {
+        "JPY" | "MGA" => fraction.is_empty().then_some(whole),
+        "ISK" | "HUF" => fraction.is_empty().then_some(whole * 100),
+        "BHD" => Some(whole * 1000 + digits(2)? * 10),
+        _ => Some(whole * 100 + digits(2)?),
+    }
 }
 
 const FAULTS: &[&str] = &[
@@ -195,19 +245,40 @@ impl Scenario {
             adapters: PaymentAdapterRegistry::new().register(adapter.clone()),
             clock: Arc::new(env.clock.clone()),
         };
-        let batch_id = format!("b-sim-{seed:x}");
+        // Ids may hold the key separator: keys must still be one per item.
+        let batch_id = if rng.chance(0.2) {
+            format!("b-sim:{seed:x}")
+        } else {
+            format!("b-sim-{seed:x}")
+        };
+        let separator = if rng.chance(0.2) { ':' } else { '-' };
+        let currency = *rng.pick(CURRENCIES);
+        let no_funds = rng.chance(0.1);
+        let mut amounts = BTreeMap::new();
+        let mut unpayable = Vec::new();
         let count = 2 + rng.below(4) as usize;
         let mut items = BTreeMap::new();
         let mut seeded = Vec::new();
         let mut users = Vec::new();
-        let mut trace = vec![format!("batch {batch_id} with {count} items")];
+        let mut trace = vec![format!(
+            "batch {batch_id} with {count} items in {currency}{}",
+            if no_funds { ", no funds at first" } else { "" }
+        )];
         let mut unverified = Vec::new();
         let mut rejected = Vec::new();
         for i in 1..=count {
-            let item_id = format!("item-{i}");
+            let item_id = format!("item{separator}{i}");
             let user_id = format!("user-{seed:x}-{i}");
             let destination = format!("acct_{seed:x}_{i}");
-            let amount = format!("{}.{:02}", 1 + rng.below(500), rng.below(100));
+            let payable = rng.chance(0.9);
+            let amount = draw_amount(&mut rng, currency, payable);
+            if !payable {
+                unpayable.push(item_id.clone());
+                trace.push(format!(
+                    "{item_id}: {amount} {currency} is not payable through Stripe"
+                ));
+            }
+            amounts.insert(item_id.clone(), vec![amount.clone()]);
             let verified = rng.chance(0.8);
             if !verified {
                 unverified.push(user_id.clone());
@@ -224,12 +295,19 @@ impl Scenario {
                 trace.push(format!(
                     "{item_id}: destination {destination} always refused"
                 ));
+            } else if no_funds {
+                fake.reject_destination(
+                    &destination,
+                    400,
+                    "balance_insufficient",
+                    "You have insufficient funds in your Stripe account.",
+                );
             }
             seeded.push((item_id.clone(), user_id.clone(), amount));
             users.push((user_id.clone(), destination.clone(), verified));
             items.insert(item_id, (user_id, destination));
         }
-        env.seed_batch(&batch_id, "stripe", "USD", &seeded).await;
+        env.seed_batch(&batch_id, "stripe", currency, &seeded).await;
         env.seed_users(&users).await;
         Scenario {
             rng,
@@ -243,6 +321,10 @@ impl Scenario {
             items,
             unverified,
             rejected,
+            currency,
+            amounts,
+            unpayable,
+            no_funds,
         }
     }
 
@@ -413,6 +495,20 @@ impl Scenario {
                 .clock
                 .advance(Duration::from_millis(DAY_AND_AN_HOUR_MS));
         }
+        if self.no_funds {
+            // Funds arrive: refusals already stored under keys are still replayed by Stripe.
+            for destination in self.destinations() {
+                if !self.rejected.contains(&destination) {
+                    self.fake.accept_destination(&destination);
+                }
+            }
+            self.no_funds = false;
+            self.faults += 1;
+            self.trace.push(format!("round {round}: funds arrive"));
+        }
+        if chaos && self.rng.chance(0.1) {
+            self.edit_an_amount(round).await;
+        }
         if chaos && !self.unverified.is_empty() && self.rng.chance(0.3) {
             let user = self
                 .unverified
@@ -454,6 +550,42 @@ impl Scenario {
         self.trace.extend(notes);
     }
 
+    /// Upstream edits a payable item's `netAmount` between runs (the PSP may hold a transfer of
+    /// the old amount under the item's key).
+    async fn edit_an_amount(&mut self, round: usize) {
+        let payable: Vec<String> = self
+            .amounts
+            .keys()
+            .filter(|id| !self.unpayable.contains(id))
+            .cloned()
+            .collect();
+        if payable.is_empty() {
+            return;
+        }
+        let item_id = self.rng.pick(&payable).clone();
+        let amount = draw_amount(&mut self.rng, self.currency, true);
+        self.env
+            .client()
+            .update_item()
+            .table_name(self.env.store.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(&self.batch_id)))
+            .key(attr::SK, s(keys::item_sk(&item_id)))
+            .update_expression("SET #amount = :amount")
+            .expression_attribute_names("#amount", attr::NET_AMOUNT)
+            .expression_attribute_values(
+                ":amount",
+                aws_sdk_dynamodb::types::AttributeValue::N(amount.clone()),
+            )
+            .send()
+            .await
+            .expect("edit netAmount");
+        self.amounts.get_mut(&item_id).unwrap().push(amount.clone());
+        self.faults += 1;
+        self.trace.push(format!(
+            "round {round}: upstream edits {item_id} to {amount}"
+        ));
+    }
+
     /// The invariants; each violation is one line.
     async fn check(&self) -> Vec<String> {
         let mut violations = Vec::new();
@@ -480,6 +612,23 @@ impl Scenario {
                     made.len()
                 ));
             }
+            let expected_amounts: Vec<i64> = self.amounts[&item.item_id]
+                .iter()
+                .filter_map(|amount| stripe_minor_units(self.currency, amount))
+                .collect();
+            for transfer in transfers.iter().filter(|t| {
+                t.metadata.get("batch_id") == Some(&self.batch_id)
+                    && t.metadata.get("item_id") == Some(&item.item_id)
+            }) {
+                if !expected_amounts.contains(&transfer.amount)
+                    || transfer.currency != self.currency.to_ascii_lowercase()
+                {
+                    violations.push(format!(
+                        "{} paid {} {}, Stripe should have read one of {expected_amounts:?} {}",
+                        item.item_id, transfer.amount, transfer.currency, self.currency
+                    ));
+                }
+            }
             match made.first() {
                 Some(id) => {
                     if item.status != ItemStatus::Paid {
@@ -496,9 +645,14 @@ impl Scenario {
                     }
                 }
                 None => {
+                    let refused_amount = self.unpayable.contains(&item.item_id)
+                        && item
+                            .failure_reason
+                            .as_deref()
+                            .is_some_and(|r| r.contains("not payable"));
                     let explained = match item.status {
                         ItemStatus::PendingKyc => self.unverified.contains(user),
-                        ItemStatus::Failed => self.rejected.contains(destination),
+                        ItemStatus::Failed => self.rejected.contains(destination) || refused_amount,
                         _ => false,
                     };
                     if !explained {

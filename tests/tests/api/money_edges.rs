@@ -385,6 +385,13 @@ impl PaymentAdapter for HookedSandbox {
         self.inner.provider()
     }
 
+    fn minor_units(
+        &self,
+        amount: &payouts_core::money::PayoutAmount,
+    ) -> Result<i64, payouts_core::money::MoneyError> {
+        self.inner.minor_units(amount)
+    }
+
     async fn submit_transfer(
         &self,
         request: &TransferRequest,
@@ -799,10 +806,7 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
     let first = apply_payment_event(env.repository().as_ref(), &env.clock, "sandbox", &event)
         .await
         .unwrap();
-    assert!(
-        matches!(first, SettlementOutcome::Held { .. }),
-        "{first:?}"
-    );
+    assert!(matches!(first, SettlementOutcome::Held { .. }), "{first:?}");
     assert_eq!(
         env.item("b-held", "item-00001").await.status,
         ItemStatus::Failed

@@ -654,6 +654,10 @@ mod tests {
             "iso"
         }
 
+        fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, crate::money::MoneyError> {
+            crate::money::iso_minor_units(amount)
+        }
+
         async fn submit_transfer(
             &self,
             _: &TransferRequest,

@@ -2,7 +2,9 @@
 //! classified (by what the executor must do next, never by a PSP's error text), and the stable
 //! idempotency key that makes a retried submission safe (`docs/design.md#idempotency-keys`).
 
-use crate::money::{MoneyError, PayoutAmount, iso_minor_units};
+#[cfg(doc)]
+use crate::money::iso_minor_units;
+use crate::money::{MoneyError, PayoutAmount};
 use crate::ports::webhook::WebhookVerifier;
 use std::fmt;
 use std::time::Duration;
@@ -169,10 +171,10 @@ pub trait PaymentAdapter: WebhookVerifier {
 
     /// `amount` in the integer minor units this PSP reads for its currency, exactly, or why the
     /// PSP cannot be paid that amount (the item then fails with the reason, and no call is
-    /// made). PSPs' tables differ from ISO 4217's; the default is ISO's.
-    fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, MoneyError> {
-        iso_minor_units(amount)
-    }
+    /// made). PSPs' tables differ from ISO 4217's, so every adapter, and every wrapper around
+    /// one, states its own (a PSP that follows ISO returns [`iso_minor_units`]); there is no
+    /// default to fall back on silently.
+    fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, MoneyError>;
 
     /// Looks up the transfer made for `request`'s item under any key generation, by the
     /// reference the adapter sent with it (batch and item ids), for reconciliation.

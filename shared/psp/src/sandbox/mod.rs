@@ -4,6 +4,7 @@
 
 use crate::stripe::webhook as stripe_scheme;
 use payouts_config::{SandboxSettings, Secret};
+use payouts_core::money::{MoneyError, PayoutAmount, iso_minor_units};
 use payouts_core::ports::payment::{
     PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
 };
@@ -254,6 +255,11 @@ impl PaymentAdapter for SandboxPsp {
             Decision::Answer(answer) => answer,
             Decision::Hang => std::future::pending().await,
         }
+    }
+
+    /// The sandbox reads amounts as ISO 4217 does.
+    fn minor_units(&self, amount: &PayoutAmount) -> Result<i64, MoneyError> {
+        iso_minor_units(amount)
     }
 
     /// Searches the ledger by batch and item, whatever key the transfer was made under.
