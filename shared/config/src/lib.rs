@@ -25,6 +25,10 @@ pub enum ConfigError {
     },
     #[error("required setting {0} is not set")]
     Missing(&'static str),
+    /// Settings that are each valid but cannot work together; the message names them all and
+    /// says what would work.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The `payout-execute` function's settings.
@@ -84,12 +88,15 @@ fn executor_config(env: &Env) -> Result<ExecutorConfig, ConfigError> {
     config.psp_timeout = env
         .seconds("PAYOUT_PSP_TIMEOUT_SECONDS")?
         .unwrap_or(config.psp_timeout);
-    if config.lease <= config.psp_timeout {
-        return Err(ConfigError::Invalid {
-            name: "PAYOUT_LEASE_SECONDS",
-            value: format!("{:?}", config.lease.as_secs_f64()),
-            expected: "longer than PAYOUT_PSP_TIMEOUT_SECONDS, so a live attempt is never taken over",
-        });
+    let longest = config.longest_item_path();
+    if config.lease < longest {
+        return Err(ConfigError::Conflict(format!(
+            "PAYOUT_LEASE_SECONDS={} cannot hold an item's longest path with PAYOUT_PSP_TIMEOUT_SECONDS={}: a lookup and a submit of up to the timeout each, plus 1 s for the writes, need {} s; set PAYOUT_LEASE_SECONDS to at least {} or lower PAYOUT_PSP_TIMEOUT_SECONDS",
+            config.lease.as_secs_f64(),
+            config.psp_timeout.as_secs_f64(),
+            longest.as_secs_f64(),
+            longest.as_secs_f64().ceil()
+        )));
     }
     Ok(config)
 }
@@ -151,19 +158,21 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_must_outlive_the_psp_timeout() {
+    fn a_lease_must_hold_the_longest_item_path() {
         let err = execute(&[
-            ("PAYOUT_LEASE_SECONDS", "5"),
+            ("PAYOUT_LEASE_SECONDS", "10"),
             ("PAYOUT_PSP_TIMEOUT_SECONDS", "5"),
         ])
         .unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Invalid {
-                name: "PAYOUT_LEASE_SECONDS",
-                ..
-            }
-        ));
+        assert!(
+            matches!(&err, ConfigError::Conflict(message) if message.contains("at least 11")),
+            "{err}"
+        );
+        let ok = execute(&[
+            ("PAYOUT_LEASE_SECONDS", "11"),
+            ("PAYOUT_PSP_TIMEOUT_SECONDS", "5"),
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -33,6 +33,18 @@ pub struct HttpClientSettings {
     pub max_requests_per_second: u32,
 }
 
+/// Why no complete answer arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Nothing left the process (no rate slot before the deadline, or the request could not
+    /// be built): a known outcome.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The request may have reached the PSP: connection dropped, timeout, answer cut off.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
 /// A complete HTTP answer.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
@@ -108,10 +120,17 @@ impl PspHttpClient {
         format!("{}{path_and_query}", self.base_url)
     }
 
-    /// One paced, time-bounded exchange. `Err` means no complete answer arrived (the request
-    /// may or may not have reached the PSP), with the cause.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<HttpAnswer, String> {
-        self.limiter.acquire().await;
+    /// One paced, time-bounded exchange: waits for a rate slot no later than `send_by`, then
+    /// bounds the exchange alone (connect, send, answer) by the request timeout.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        send_by: Option<Instant>,
+    ) -> Result<HttpAnswer, SendError> {
+        self.limiter
+            .acquire_by(send_by)
+            .await
+            .map_err(|no_slot| SendError::NotSent(no_slot.to_string()))?;
         let exchange = async {
             let response = self
                 .client
@@ -133,6 +152,7 @@ impl PspHttpClient {
         tokio::time::timeout(self.request_timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.request_timeout)))
+            .map_err(SendError::NoAnswer)
     }
 
     /// No request starts before `until` (the PSP said "retry after"): one rate-limit answer
@@ -213,6 +233,9 @@ mod tests {
         let request = Request::get(client.url("/"))
             .body(Full::new(Bytes::new()))
             .unwrap();
-        assert!(client.send(request).await.is_err());
+        assert!(matches!(
+            client.send(request, None).await,
+            Err(SendError::NoAnswer(_))
+        ));
     }
 }

@@ -362,6 +362,7 @@ impl DynamoDbRepository {
             .set(attr::KEY_FIRST_USED_AT, n(now_ms))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
             .remove(attr::RECONCILE_SINCE);
+        let expression = retire_transfer(expression, claim.seen_payout_id.as_deref());
         let outcome = conditional(
             self.update(&claim.batch_id, &claim.item_id, expression)
                 .send()
@@ -369,6 +370,7 @@ impl DynamoDbRepository {
         )?;
         if outcome == TransitionOutcome::Applied {
             claim.key_generation = next;
+            claim.seen_payout_id = None;
         }
         Ok(outcome)
     }

@@ -129,6 +129,7 @@ fn request(item_id: &str, generation: u32, amount_minor: i64) -> TransferRequest
         destination: DESTINATION.into(),
         amount_minor,
         currency: "USD".into(),
+        send_by: None,
     }
 }
 

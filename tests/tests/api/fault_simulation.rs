@@ -35,8 +35,8 @@ use tokio::sync::Notify;
 
 const WEBHOOK_SECRET: &str = "whsec_simulation";
 const DAY_AND_AN_HOUR_MS: u64 = 25 * 3_600_000;
-/// The executor's lease in the simulation.
-const SIM_LEASE: Duration = Duration::from_millis(2_500);
+/// The longest lease the simulation draws: between rounds the clock moves past it.
+const SIM_LEASE: Duration = Duration::from_millis(3_000);
 
 /// SplitMix64: small, seedable, good enough to draw scenarios.
 struct Rng(u64);
@@ -224,6 +224,7 @@ const FAULTS: &[&str] = &[
     "429",
     "dropped",
     "slow",
+    "slow-near-timeout",
 ];
 
 impl Scenario {
@@ -329,12 +330,19 @@ impl Scenario {
     }
 
     fn executor(&mut self) -> Executor {
-        let config = ExecutorConfig {
+        // Short timeouts and leases, within what the settings accept: the lease holds the
+        // longest path (a lookup and a submit, each up to the timeout, and the writes).
+        let psp_timeout = Duration::from_millis(600 + 100 * self.rng.below(3));
+        let mut config = ExecutorConfig {
             concurrency: 1 + self.rng.below(4) as usize,
             lease: SIM_LEASE,
-            psp_timeout: Duration::from_millis(800),
+            psp_timeout,
             page_size: Some(1 + self.rng.below(4) as i32),
         };
+        config.lease = (config.longest_item_path()
+            + Duration::from_millis(100 * self.rng.below(3)))
+        .min(SIM_LEASE);
+        assert!(config.lease >= config.longest_item_path(), "{config:?}");
         self.env.executor_with(self.adapter.clone(), config)
     }
 
@@ -357,6 +365,7 @@ impl Scenario {
                     retry_after_secs: 0,
                 },
                 "dropped" => Fault::DropResponseAfterCreate,
+                "slow-near-timeout" => Fault::Slow(Duration::from_millis(550)),
                 _ => Fault::Slow(Duration::from_millis(50)),
             };
             self.fake.inject(&destination, fault, 1);

@@ -8,6 +8,7 @@ mod fault_simulation;
 mod lambda_handler;
 mod money_edges;
 mod ops_cli;
+mod pacing;
 mod psp_webhook;
 mod stripe;
 mod template;

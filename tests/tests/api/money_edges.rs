@@ -771,6 +771,7 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
             destination: "acct_user-00001".into(),
             amount_minor: 600,
             currency: "USD".into(),
+            send_by: None,
         })
         .await
         .unwrap();

@@ -231,7 +231,13 @@ fn payout_execute_may_do_only_what_it_does() {
     let expected = pairs(&[
         (
             "PayoutsTable.Arn",
-            &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "dynamodb:PutItem",
+                "dynamodb:DeleteItem",
+            ],
         ),
         ("UserSettingsTable.Arn", &["dynamodb:BatchGetItem"]),
         (

@@ -127,6 +127,7 @@ impl Executor {
             key_generation = claim.key_generation, "item transition"
         );
         let mut request = transfer_request(batch, &item, &claim, destination, amount_minor);
+        request.send_by = Some(self.latest_send(&claim, deadline));
         if let Some(why) = reconcile {
             match self
                 .reconcile(adapter, &mut claim, &mut request, why)
@@ -137,7 +138,7 @@ impl Executor {
             }
         }
         let answer = self
-            .within_psp_timeout(adapter.submit_transfer(&request))
+            .within_psp_timeout(request.send_by, adapter.submit_transfer(&request))
             .await
             .unwrap_or_else(|reason| Err(PaymentError::OutcomeUnknown { reason }));
         if let Err(PaymentError::PlatformRefused { reason }) = &answer {
@@ -205,11 +206,34 @@ impl Executor {
         settled
     }
 
-    /// Runs one PSP call under the configured bound; `Err` says no answer came in time.
-    async fn within_psp_timeout<T>(&self, call: impl Future<Output = T>) -> Result<T, String> {
-        tokio::time::timeout(self.config.psp_timeout, call)
+    /// The latest instant a PSP request of this claim may start: its exchange (one PSP timeout)
+    /// and the record write must fit both in the lease and before the run's deadline.
+    fn latest_send(&self, claim: &Claim, deadline: Option<Instant>) -> Instant {
+        let now = Instant::now();
+        let lease_left = Duration::from_millis(claim.lease_until_ms.saturating_sub(self.now_ms()));
+        let reserve = self.config.start_reserve(ItemPath::Pay);
+        let by_lease = (now + lease_left).checked_sub(reserve).unwrap_or(now);
+        match deadline {
+            Some(deadline) => by_lease.min(deadline.checked_sub(reserve).unwrap_or(now)),
+            None => by_lease,
+        }
+    }
+
+    /// Runs one PSP call: the exchange is bounded by the PSP timeout, on top of whatever the
+    /// adapter may wait for a rate slot before `send_by` (waiting is not PSP time). `Err` says
+    /// no answer came in time.
+    async fn within_psp_timeout<T>(
+        &self,
+        send_by: Option<Instant>,
+        call: impl Future<Output = T>,
+    ) -> Result<T, String> {
+        let may_wait = send_by.map_or(Duration::ZERO, |by| {
+            by.saturating_duration_since(Instant::now())
+        });
+        let bound = may_wait + self.config.psp_timeout;
+        tokio::time::timeout(bound, call)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.config.psp_timeout))
+            .map_err(|_| format!("no answer within {bound:?}"))
     }
 
     /// Reconciliation (`docs/design.md#reconciliation`): the current key cannot tell what an
@@ -226,7 +250,7 @@ impl Executor {
         why: &'static str,
     ) -> Result<Reconciled, StoreError> {
         let found = self
-            .within_psp_timeout(adapter.find_transfer(request))
+            .within_psp_timeout(request.send_by, adapter.find_transfer(request))
             .await
             .unwrap_or_else(|reason| {
                 Err(PaymentError::Transient {
@@ -243,6 +267,13 @@ impl Executor {
                 Ok(Reconciled::Done(
                     self.record(adapter, claim, Ok(receipt)).await?,
                 ))
+            }
+            Err(PaymentError::NotSent { reason }) => {
+                info!(attempt = claim.attempt, %reason, "no rate slot in time for the lookup: nothing sent; lease released, left for the continuation");
+                self.store
+                    .release(claim, CurrentKey::Settled, self.now_ms())
+                    .await?;
+                Ok(Reconciled::Done(ItemOutcome::Deferred))
             }
             Err(err) => {
                 warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
@@ -322,9 +353,23 @@ impl Executor {
             }
             Err(PaymentError::KeyConflict { code, message }) => {
                 let reason = format!("{code}: {message}");
-                error!(attempt = claim.attempt, reason = %reason, "the PSP refused the key as used with other parameters: the item is failed and will be reconciled by lookup before any new key is used");
-                self.record_rejected(claim, &reason, CurrentKey::NeedsLookup, now)
-                    .await
+                error!(attempt = claim.attempt, reason = %reason, "the PSP refused the key as used with other parameters: the item is failed and will be reconciled by lookup before any new key is used; the job is retried for that lookup");
+                // The key may hold a transfer: not a final failure. The job is retried so the
+                // next run looks the transfer up (and records it, or pays under a new key).
+                Ok(
+                    match self
+                        .record_rejected(claim, &reason, CurrentKey::NeedsLookup, now)
+                        .await?
+                    {
+                        ItemOutcome::Failed(_) => ItemOutcome::Retryable,
+                        other => other,
+                    },
+                )
+            }
+            Err(PaymentError::NotSent { reason }) => {
+                info!(attempt = claim.attempt, %reason, "no rate slot in time: nothing sent; lease released with the key unchanged, left for the continuation");
+                self.store.release(claim, CurrentKey::Settled, now).await?;
+                Ok(ItemOutcome::Deferred)
             }
             Err(unknown @ PaymentError::NeedsReconciliation { .. }) => {
                 warn!(attempt = claim.attempt, error = %unknown, "the PSP stored an unknown outcome under this key; lease released, the next attempt reconciles by lookup instead of resending the key");
@@ -502,6 +547,7 @@ fn transfer_request(
         destination,
         amount_minor,
         currency: batch.currency.trim().to_ascii_uppercase(),
+        send_by: None,
     }
 }
 

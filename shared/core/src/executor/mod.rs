@@ -64,6 +64,13 @@ impl ExecutorConfig {
         };
         self.psp_timeout * calls + Duration::from_secs(1)
     }
+
+    /// The longest an item can hold its lease: a lookup and a submit, each up to the PSP
+    /// timeout, and its writes. A lease shorter than this can never pay an item that needs
+    /// reconciliation.
+    pub fn longest_item_path(&self) -> Duration {
+        self.start_reserve(ItemPath::ReconcileThenPay)
+    }
 }
 
 /// Why a batch could not be executed at all.

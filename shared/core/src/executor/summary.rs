@@ -16,11 +16,12 @@ pub struct BatchSummary {
     pub skipped: u64,
     /// Items without a verified payout method.
     pub pending_kyc: u64,
-    /// Items the PSP rejected for good.
+    /// Items that end this run `failed`: the PSP rejected them for good, or they can never be
+    /// paid as they stand (amount, ids), with the reason on the item.
     pub failed: u64,
     /// Items (or reads) that hit a retryable PSP or store error; a later run retries them.
     pub retryable: u64,
-    /// Items whose record or amount is unusable; logged, nothing written, never paid.
+    /// Item records that cannot be decoded; logged with their key, nothing written, never paid.
     pub invalid: u64,
     /// Items held by another live attempt; a later run checks them once the lease ends.
     pub in_flight: u64,

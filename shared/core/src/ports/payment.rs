@@ -89,6 +89,10 @@ pub struct TransferRequest {
     pub amount_minor: i64,
     /// The upper-case ISO 4217 code.
     pub currency: String,
+    /// The latest instant a request for this transfer may start: the adapter waits for a rate
+    /// slot until then, and past it answers [`PaymentError::NotSent`] without sending. `None`:
+    /// no limit. Waiting is not PSP time: only the exchange itself is bounded by the timeout.
+    pub send_by: Option<tokio::time::Instant>,
 }
 
 /// The PSP accepted the transfer (now, or earlier under the same key).
@@ -116,6 +120,10 @@ pub enum PaymentError {
     /// done; the item is retried once the configuration is fixed, and never marked `failed`.
     #[error("the PSP refused this platform's request: {reason}")]
     PlatformRefused { reason: String },
+    /// Nothing was sent: no rate slot was free before the request's `send_by`. A known
+    /// outcome; the item is left for the continuation with its key unchanged.
+    #[error("not sent: {reason}")]
+    NotSent { reason: String },
     /// Nothing was done and trying again later may work (rate limit, PSP unavailable).
     #[error("PSP temporarily unavailable: {reason}")]
     Transient {

@@ -166,7 +166,7 @@ impl SandboxPsp {
         }
         let key = request.idempotency_key.as_str().to_owned();
         if let Some((first, outcome)) = ledger.by_key.get(&key) {
-            if first != request {
+            if !same_parameters(first, request) {
                 return Decision::Answer(Err(PaymentError::KeyConflict {
                     code: "idempotency_error".into(),
                     message: format!("key {key} was first used with other parameters"),
@@ -230,6 +230,24 @@ impl SandboxPsp {
             })),
         }
     }
+}
+
+/// Whether two requests under one key ask for the same transfer (what a PSP compares; the
+/// caller's own `send_by` is not part of the request the PSP sees).
+fn same_parameters(first: &TransferRequest, again: &TransferRequest) -> bool {
+    (
+        &first.batch_id,
+        &first.item_id,
+        &first.destination,
+        first.amount_minor,
+        &first.currency,
+    ) == (
+        &again.batch_id,
+        &again.item_id,
+        &again.destination,
+        again.amount_minor,
+        &again.currency,
+    )
 }
 
 /// The sandbox's side of one submission: an answer, or none ever (a hang).
@@ -305,6 +323,7 @@ mod tests {
             destination: "acct_1".into(),
             amount_minor,
             currency: "USD".into(),
+            send_by: None,
         }
     }
 

@@ -3,8 +3,9 @@
 //! and "Special cases"), documented for charges and payouts; for transfers Stripe says nothing
 //! either way, so this takes the safe reading and refuses, rather than rounds, whatever the
 //! stricter rule would refuse:
-//! - zero-decimal: BIF, CLP, DJF, GNF, JPY, KMF, KRW, MGA, PYG, RWF, UGX, VND, VUV, XAF, XOF,
-//!   XPF (MGA is two-decimal in ISO: 1,500 MGA is `1500`, not `150000`);
+//! - zero-decimal: BIF, CLP, DJF, GNF, JPY, KMF, KRW, MGA, PYG, RWF, VND, VUV, XAF, XOF, XPF
+//!   (MGA is two-decimal in ISO: 1,500 MGA is `1500`, not `150000`); Stripe also lists UGX as
+//!   zero-decimal, but takes it as below;
 //! - ISK and UGX: sent as a two-decimal amount whose decimals are `00` (5 ISK → `500`): whole
 //!   units only;
 //! - HUF and TWD: zero-decimal for payouts: whole units only, sent as two-decimal (× 100);

@@ -7,7 +7,7 @@ pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
-use crate::http::{HttpAnswer, HttpClientSettings, PspHttpClient};
+use crate::http::{HttpAnswer, HttpClientSettings, PspHttpClient, SendError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
 use http_body_util::Full;
@@ -48,6 +48,14 @@ const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
 /// One item's transfer group holds one transfer; more pages than this is a fault.
 const MAX_LIST_PAGES: usize = 10;
 const USER_AGENT: &str = concat!("payouts/", env!("CARGO_PKG_VERSION"));
+
+/// One call to Stripe's API.
+struct StripeCall<'a> {
+    method: Method,
+    path_and_query: &'a str,
+    form: Option<String>,
+    idempotency_key: Option<&'a str>,
+}
 
 /// Pays through Stripe Connect. Build once per process and share: the connection pool and the
 /// request pacer are per adapter.
@@ -116,15 +124,20 @@ impl StripeAdapter {
         })
     }
 
-    /// One exchange with Stripe's API. `Err` means no complete answer arrived.
+    /// One exchange with Stripe's API, started no later than `send_by`. `Err` says whether the
+    /// request was sent at all.
     async fn send(
         &self,
         authorization: HeaderValue,
-        method: Method,
-        path_and_query: &str,
-        form: Option<String>,
-        idempotency_key: Option<&str>,
-    ) -> Result<HttpAnswer, String> {
+        call: StripeCall<'_>,
+        send_by: Option<tokio::time::Instant>,
+    ) -> Result<HttpAnswer, SendError> {
+        let StripeCall {
+            method,
+            path_and_query,
+            form,
+            idempotency_key,
+        } = call;
         let mut builder = Request::builder()
             .method(method)
             .uri(self.http.url(path_and_query))
@@ -144,8 +157,8 @@ impl StripeAdapter {
         };
         let request = builder
             .body(body)
-            .map_err(|e| format!("could not build the request: {e}"))?;
-        self.http.send(request).await
+            .map_err(|e| SendError::NotSent(format!("could not build the request: {e}")))?;
+        self.http.send(request, send_by).await
     }
 
     /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
@@ -180,12 +193,23 @@ impl StripeAdapter {
                 "/v1/transfers?{}",
                 list_query(group, starting_after.as_deref())
             );
+            let call = StripeCall {
+                method: Method::GET,
+                path_and_query: &path,
+                form: None,
+                idempotency_key: None,
+            };
             let answer = self
-                .send(authorization.clone(), Method::GET, &path, None, None)
+                .send(authorization.clone(), call, request.send_by)
                 .await
-                .map_err(|reason| PaymentError::Transient {
-                    reason: format!("stripe lookup: {reason}"),
-                    retry_after: None,
+                .map_err(|err| match err {
+                    SendError::NotSent(reason) => PaymentError::NotSent {
+                        reason: format!("stripe lookup: {reason}"),
+                    },
+                    SendError::NoAnswer(reason) => PaymentError::Transient {
+                        reason: format!("stripe lookup: {reason}"),
+                        retry_after: None,
+                    },
                 })?;
             if !answer.status.is_success() {
                 let err = self.error_from(&answer);
@@ -253,17 +277,22 @@ impl PaymentAdapter for StripeAdapter {
                 ),
             });
         }
+        let call = StripeCall {
+            method: Method::POST,
+            path_and_query: "/v1/transfers",
+            form: Some(transfer_form(request)),
+            idempotency_key: Some(key),
+        };
         let answer = self
-            .send(
-                authorization,
-                Method::POST,
-                "/v1/transfers",
-                Some(transfer_form(request)),
-                Some(key),
-            )
+            .send(authorization, call, request.send_by)
             .await
-            .map_err(|reason| PaymentError::OutcomeUnknown {
-                reason: format!("stripe: {reason}"),
+            .map_err(|err| match err {
+                SendError::NotSent(reason) => PaymentError::NotSent {
+                    reason: format!("stripe: {reason}"),
+                },
+                SendError::NoAnswer(reason) => PaymentError::OutcomeUnknown {
+                    reason: format!("stripe: {reason}"),
+                },
             })?;
         let replayed = answer
             .headers
@@ -424,6 +453,7 @@ mod tests {
             destination: "acct_1".into(),
             amount_minor: 100,
             currency: "USD".into(),
+            send_by: None,
         };
         let refused = adapter.submit_transfer(&transfer).await.unwrap_err();
         assert!(

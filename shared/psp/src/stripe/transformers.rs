@@ -6,6 +6,7 @@
 //!
 //! | Stripe's answer | [`PaymentError`] | why |
 //! |---|---|---|
+//! | no rate slot before the request's `send_by` | `NotSent` | nothing left the process |
 //! | network error, timeout | `OutcomeUnknown` | a retry with the same key replays the original result |
 //! | 409 (`idempotency_key_in_use`) | `Transient` | the same key is still executing; try later |
 //! | 429 | `Transient` + `Retry-After` | not stored; the whole adapter also pauses |
@@ -168,7 +169,7 @@ impl From<StripeErrorAnswer<'_>> for PaymentError {
             .clone()
             .or(api.kind.clone())
             .unwrap_or_else(|| format!("http_{}", status.as_u16()));
-        if PLATFORM_CODES.contains(&code.as_str()) {
+        if status != StatusCode::UNAUTHORIZED && PLATFORM_CODES.contains(&code.as_str()) {
             return PaymentError::PlatformRefused {
                 reason: format!("stripe {status} {code}: {message}"),
             };
@@ -330,6 +331,7 @@ mod tests {
             destination: "acct_123".into(),
             amount_minor: 1234,
             currency: "USD".into(),
+            send_by: None,
         };
         assert_eq!(
             transfer_form(&request),
