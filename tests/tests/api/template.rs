@@ -277,8 +277,14 @@ fn psp_webhook_may_do_only_what_it_does() {
 fn secrets_come_from_secrets_manager_never_from_parameters() {
     let template = template();
     for (function, secrets) in [
-        ("PayoutExecuteFunction", vec!["STRIPE_SECRET_KEY"]),
-        ("PspWebhookFunction", vec!["STRIPE_WEBHOOK_SECRET"]),
+        (
+            "PayoutExecuteFunction",
+            vec!["STRIPE_SECRET_KEY", "ADYEN_API_KEY"],
+        ),
+        (
+            "PspWebhookFunction",
+            vec!["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
         for secret in secrets {
@@ -286,6 +292,22 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
             assert!(
                 value.starts_with("{{resolve:secretsmanager:"),
                 "{function} {secret}: {value}"
+            );
+        }
+    }
+    // Each secret only where it is used: API keys pay, webhook secrets verify.
+    for (function, absent) in [
+        (
+            "PayoutExecuteFunction",
+            ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
+        ("PspWebhookFunction", ["STRIPE_SECRET_KEY", "ADYEN_API_KEY"]),
+    ] {
+        let variables = &props(&template, function)["Environment"]["Variables"];
+        for secret in absent {
+            assert!(
+                variables.get(secret).is_none(),
+                "{function} must not hold {secret}"
             );
         }
     }
