@@ -4,13 +4,14 @@
 # Set AWS_ENDPOINT_URL_DYNAMODB (and credentials) to run the same tests against DynamoDB Local
 # or a real AWS account instead.
 # Before the cargo tests: the SAM template checks (scripts/check-template.sh); the official
-# stripe package (webhook signatures) and moto's SQS server (operator CLI tests) install from
+# stripe and Adyen packages (webhook signatures) and moto's SQS server (operator CLI tests) install from
 # PyPI into .tools/venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-template.sh
 source scripts/tools.sh
 ensure_test_python
+ensure_adyen_python
 ensure_moto
 
 if cargo nextest --version >/dev/null 2>&1; then

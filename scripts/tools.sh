@@ -25,6 +25,20 @@ ensure_test_python() {
     export PAYOUTS_TEST_PYTHON="$TOOLS_VENV/bin/python"
 }
 
+ADYEN_PYTHON_VERSION=16.0.0
+
+# The official `Adyen` Python package, whose HMAC helpers for Balance Platform webhooks
+# (`Adyen.util.generate_payload_sig`, `Adyen.util.is_valid_hmac_payload`) a test uses to sign
+# and verify our webhook bodies with an implementation this project did not write.
+ensure_adyen_python() {
+    if ! "$TOOLS_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('Adyen') == '$ADYEN_PYTHON_VERSION'; from Adyen.util import generate_payload_sig, is_valid_hmac_payload" 2>/dev/null; then
+        echo "installing Adyen==$ADYEN_PYTHON_VERSION into .tools/venv (PyPI)…" >&2
+        [ -x "$TOOLS_VENV/bin/python" ] || python3 -m venv "$TOOLS_VENV"
+        "$TOOLS_VENV/bin/pip" install --quiet "Adyen==$ADYEN_PYTHON_VERSION"
+    fi
+    export PAYOUTS_TEST_PYTHON="$TOOLS_VENV/bin/python"
+}
+
 # aws-sam-cli (pinned) and the cfn-lint it depends on, for the template checks.
 SAM_CLI_VERSION=1.170.0
 ensure_sam() {

@@ -9,7 +9,7 @@ mod psp;
 mod secret;
 
 pub use env::Env;
-pub use psp::{PspSettings, SandboxSettings, StripeSettings};
+pub use psp::{AdyenSettings, PspSettings, SandboxSettings, StripeSettings};
 pub use secret::Secret;
 
 use payouts_core::executor::ExecutorConfig;
@@ -49,13 +49,28 @@ pub struct ExecuteSettings {
 impl ExecuteSettings {
     /// Reads and checks every setting of `payout-execute`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(ExecuteSettings {
+        ExecuteSettings {
             payouts_table: env.required("PAYOUTS_TABLE")?,
             user_settings_table: env.required("USER_SETTINGS_TABLE")?,
             executor: executor_config(env)?,
             jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
             psp: PspSettings::from_env(env)?,
-        })
+        }
+        .checked()
+    }
+
+    /// Cross-field checks between the executor and the PSPs' settings.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if let Some(adyen) = &self.psp.adyen
+            && adyen.request_timeout >= self.executor.psp_timeout
+        {
+            return Err(ConfigError::Invalid {
+                name: "ADYEN_TIMEOUT_SECONDS",
+                value: format!("{:?}", adyen.request_timeout.as_secs_f64()),
+                expected: "shorter than PAYOUT_PSP_TIMEOUT_SECONDS, so the adapter's own classification is what the executor sees",
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -192,5 +207,67 @@ mod tests {
         let stripe = settings.psp.stripe.unwrap();
         assert_eq!(stripe.webhook_secrets.len(), 2);
         assert_eq!(stripe.webhook_secrets[1].expose(), "whsec_old_secret");
+    }
+
+    #[test]
+    fn adyen_settings_and_their_invalid_values() {
+        let base = [
+            ("ADYEN_API_KEY", "AQE_test_api_key_value"),
+            ("ADYEN_BALANCE_ACCOUNT_ID", "BA_PLATFORM"),
+        ];
+        let adyen = execute(&base).unwrap().psp.adyen.unwrap();
+        assert_eq!(adyen.api_base, AdyenSettings::DEFAULT_API_BASE);
+        assert_eq!(adyen.balance_account_id.as_deref(), Some("BA_PLATFORM"));
+        assert!(adyen.hmac_keys.is_empty());
+        assert!(!format!("{adyen:?}").contains("AQE_test"), "{adyen:?}");
+        assert!(
+            execute(&[]).unwrap().psp.adyen.is_none(),
+            "absent unless a key is set"
+        );
+
+        let webhook_only = WebhookSettings::from_env(&Env::from_pairs(&[
+            ("PAYOUTS_TABLE", "p"),
+            (
+                "ADYEN_HMAC_KEY",
+                "44782DEF547AAA06C910C43932B1EB0C, 0a1b2c3d",
+            ),
+        ]))
+        .unwrap()
+        .psp
+        .adyen
+        .unwrap();
+        assert!(webhook_only.api_key.is_none() && webhook_only.balance_account_id.is_none());
+        assert_eq!(webhook_only.hmac_keys.len(), 2);
+        assert_eq!(webhook_only.hmac_keys[1].expose(), "0a1b2c3d");
+
+        for (name, value) in [
+            ("ADYEN_HMAC_KEY", "not-hex-at-all"),
+            ("ADYEN_HMAC_KEY", "abc"),
+            ("ADYEN_HMAC_KEY", "0a1b,zz"),
+            ("ADYEN_MAX_REQUESTS_PER_SECOND", "0"),
+            ("ADYEN_TIMEOUT_SECONDS", "forever"),
+            ("ADYEN_RECONCILE_SETTLE_SECONDS", "-3"),
+            ("ADYEN_TIMEOUT_SECONDS", "20"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((name, value));
+            match execute(&pairs) {
+                Err(ConfigError::Invalid {
+                    name: named,
+                    value: shown,
+                    ..
+                }) => {
+                    assert_eq!(named, name);
+                    if name == "ADYEN_HMAC_KEY" {
+                        assert_eq!(shown, "<redacted>", "a key is never echoed");
+                    }
+                }
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            execute(&[("ADYEN_API_KEY", "AQE_key")]).unwrap_err(),
+            ConfigError::Missing("ADYEN_BALANCE_ACCOUNT_ID")
+        );
     }
 }

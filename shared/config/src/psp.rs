@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct PspSettings {
     pub sandbox: Option<SandboxSettings>,
     pub stripe: Option<StripeSettings>,
+    pub adyen: Option<AdyenSettings>,
 }
 
 impl PspSettings {
@@ -16,6 +17,7 @@ impl PspSettings {
         Ok(PspSettings {
             sandbox: SandboxSettings::from_env(env)?,
             stripe: StripeSettings::from_env(env)?,
+            adyen: AdyenSettings::from_env(env)?,
         })
     }
 }
@@ -105,4 +107,101 @@ impl StripeSettings {
             .unwrap_or(settings.settle_delay);
         Ok(Some(settings))
     }
+}
+
+/// Adyen for Platforms: internal transfers on the Balance Platform (Transfers API v4) from the
+/// platform's balance account to each recipient's, and Adyen's HMAC-signed transfer webhooks.
+#[derive(Debug, Clone)]
+pub struct AdyenSettings {
+    /// `ADYEN_API_BASE`: the Balance Platform API host, without `/btl/v4` (default: the test
+    /// environment); `https://` only, `http://` only on loopback (a local fake Adyen).
+    pub api_base: String,
+    /// `ADYEN_API_KEY` (sent as `X-API-Key`); `None` in the webhook function, whose adapter only
+    /// verifies events and refuses to pay.
+    pub api_key: Option<Secret>,
+    /// `ADYEN_HMAC_KEY`: the webhook endpoint's HMAC keys, hex as Adyen's Customer Area shows
+    /// them, comma-separated during a rotation (newest first). Checked to be hex at start-up.
+    pub hmac_keys: Vec<Secret>,
+    /// `ADYEN_BALANCE_ACCOUNT_ID`: the platform's balance account payouts are made from; required
+    /// with `ADYEN_API_KEY`. In the webhook function it narrows events to that account's side.
+    pub balance_account_id: Option<String>,
+    /// `ADYEN_MAX_REQUESTS_PER_SECOND`: request starts per second, for this process.
+    pub max_requests_per_second: u32,
+    /// `ADYEN_TIMEOUT_SECONDS`: bound on one HTTP exchange.
+    pub request_timeout: Duration,
+    /// `ADYEN_RECONCILE_SETTLE_SECONDS`: wait after the last call under a key before a lookup by
+    /// reference is trusted.
+    pub settle_delay: Duration,
+}
+
+impl AdyenSettings {
+    /// Adyen's Balance Platform test environment (`/btl/v4/...` is appended per call).
+    pub const DEFAULT_API_BASE: &str = "https://balanceplatform-api-test.adyen.com";
+    /// A conservative pace: Adyen publishes no fixed per-endpoint rate for the Transfers API and
+    /// answers 429 when exceeded, which pauses the adapter.
+    pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 10;
+    /// Under the executor's default PSP timeout (15 s), so the adapter's own classification is
+    /// what the executor sees.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(10);
+
+    /// The defaults, with `api_key` (empty: verify-only) and the source balance account.
+    pub fn new(api_key: &str, balance_account_id: &str) -> Self {
+        let api_key = api_key.trim();
+        let balance_account_id = balance_account_id.trim();
+        AdyenSettings {
+            api_base: Self::DEFAULT_API_BASE.to_owned(),
+            api_key: (!api_key.is_empty()).then(|| Secret::from(api_key)),
+            hmac_keys: Vec::new(),
+            balance_account_id: (!balance_account_id.is_empty())
+                .then(|| balance_account_id.to_owned()),
+            max_requests_per_second: Self::DEFAULT_MAX_REQUESTS_PER_SECOND,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            settle_delay: Self::DEFAULT_SETTLE_DELAY,
+        }
+    }
+
+    /// Present when `ADYEN_API_KEY` or `ADYEN_HMAC_KEY` is set. An HMAC key that is not hex, or
+    /// an API key without `ADYEN_BALANCE_ACCOUNT_ID`, stops the function.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let api_key = env.value("ADYEN_API_KEY");
+        let hmac_keys = env.secrets("ADYEN_HMAC_KEY");
+        if api_key.is_none() && hmac_keys.is_empty() {
+            return Ok(None);
+        }
+        if hmac_keys.iter().any(|key| !is_hmac_key(key.expose())) {
+            return Err(ConfigError::Invalid {
+                name: "ADYEN_HMAC_KEY",
+                value: "<redacted>".to_owned(),
+                expected: "hex HMAC keys as Adyen shows them (an even number of 0-9/A-F digits), comma-separated during a rotation",
+            });
+        }
+        let balance_account_id = env.value("ADYEN_BALANCE_ACCOUNT_ID");
+        if api_key.is_some() && balance_account_id.is_none() {
+            return Err(ConfigError::Missing("ADYEN_BALANCE_ACCOUNT_ID"));
+        }
+        let mut settings = AdyenSettings::new(
+            api_key.as_deref().unwrap_or_default(),
+            balance_account_id.as_deref().unwrap_or_default(),
+        );
+        settings.hmac_keys = hmac_keys;
+        if let Some(base) = env.value("ADYEN_API_BASE") {
+            settings.api_base = base;
+        }
+        if let Some(rate) = env.integer("ADYEN_MAX_REQUESTS_PER_SECOND", 1..=1000)? {
+            settings.max_requests_per_second = rate;
+        }
+        settings.request_timeout = env
+            .seconds("ADYEN_TIMEOUT_SECONDS")?
+            .unwrap_or(settings.request_timeout);
+        settings.settle_delay = env
+            .seconds("ADYEN_RECONCILE_SETTLE_SECONDS")?
+            .unwrap_or(settings.settle_delay);
+        Ok(Some(settings))
+    }
+}
+
+/// Whether `key` is usable as an Adyen HMAC key: hex, whole bytes, not empty.
+fn is_hmac_key(key: &str) -> bool {
+    !key.is_empty() && key.len().is_multiple_of(2) && key.bytes().all(|b| b.is_ascii_hexdigit())
 }

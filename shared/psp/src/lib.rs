@@ -3,6 +3,7 @@
 //! builds them from the settings. `template/` is the documented starting point for the next
 //! PSP (`docs/adding-a-psp.md`).
 
+pub mod adyen;
 pub mod http;
 pub mod rate_limit;
 pub mod registry;

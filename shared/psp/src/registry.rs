@@ -1,6 +1,7 @@
 //! Builds the adapters a deployment pays through from its settings: the only code that names
 //! every PSP. A new PSP adds one line here (see `docs/adding-a-psp.md`).
 
+use crate::adyen::AdyenAdapter;
 use crate::sandbox::SandboxPsp;
 use crate::stripe::StripeAdapter;
 use payouts_config::{ConfigError, PspSettings};
@@ -17,6 +18,9 @@ pub fn registry_from_settings(
     }
     if let Some(stripe) = &settings.stripe {
         registry = registry.register(Arc::new(StripeAdapter::new(stripe.clone())?));
+    }
+    if let Some(adyen) = &settings.adyen {
+        registry = registry.register(Arc::new(AdyenAdapter::new(adyen.clone())?));
     }
     Ok(registry)
 }

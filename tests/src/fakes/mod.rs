@@ -2,4 +2,5 @@
 //! key expiry on a clock tests move, injectable faults), for the adapters' tests, the
 //! conformance suite, the fault simulation and local runs.
 
+pub mod adyen;
 pub mod stripe;

@@ -2,6 +2,7 @@
 //! against a real DynamoDB API (dynoxide in-process by default; `AWS_ENDPOINT_URL_DYNAMODB`
 //! for another), with the harness in `tests/src/`.
 
+mod adyen;
 mod conformance;
 mod executor;
 mod fault_simulation;

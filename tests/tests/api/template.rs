@@ -283,15 +283,45 @@ fn psp_webhook_may_do_only_what_it_does() {
 fn secrets_come_from_secrets_manager_never_from_parameters() {
     let template = template();
     for (function, secrets) in [
-        ("PayoutExecuteFunction", vec!["STRIPE_SECRET_KEY"]),
-        ("PspWebhookFunction", vec!["STRIPE_WEBHOOK_SECRET"]),
+        (
+            "PayoutExecuteFunction",
+            vec!["STRIPE_SECRET_KEY", "ADYEN_API_KEY"],
+        ),
+        (
+            "PspWebhookFunction",
+            vec!["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
         for secret in secrets {
-            let value = name(&variables[secret]);
+            // Adyen is opt-in: its secrets are set only under the AdyenOn condition.
+            let value = match variables[secret]["Fn::If"].as_array() {
+                Some(branches) => {
+                    assert_eq!(branches[0], "AdyenOn", "{function} {secret}");
+                    assert_eq!(branches[2], json!({"Ref": "AWS::NoValue"}));
+                    name(&branches[1])
+                }
+                None => name(&variables[secret]),
+            };
             assert!(
                 value.starts_with("{{resolve:secretsmanager:"),
                 "{function} {secret}: {value}"
+            );
+        }
+    }
+    // Each secret only where it is used: API keys pay, webhook secrets verify.
+    for (function, absent) in [
+        (
+            "PayoutExecuteFunction",
+            ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
+        ("PspWebhookFunction", ["STRIPE_SECRET_KEY", "ADYEN_API_KEY"]),
+    ] {
+        let variables = &props(&template, function)["Environment"]["Variables"];
+        for secret in absent {
+            assert!(
+                variables.get(secret).is_none(),
+                "{function} must not hold {secret}"
             );
         }
     }
