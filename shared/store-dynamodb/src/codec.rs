@@ -72,6 +72,7 @@ pub(crate) fn decode_batch(batch_id: &str, record: &Record) -> Result<PayoutBatc
     let malformed = |problem: &str| StoreError::Malformed {
         key: keys::batch_pk(batch_id),
         problem: problem.to_owned(),
+        in_flight: false,
     };
     Ok(PayoutBatch {
         batch_id: batch_id.to_owned(),
@@ -90,9 +91,11 @@ pub(crate) fn decode_batch(batch_id: &str, record: &Record) -> Result<PayoutBatc
 /// items that carry only upstream's attributes.
 pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreError> {
     let sk = get_s(record, attr::SK).unwrap_or_default();
+    let in_flight = get_s(record, attr::STATUS) == Some(ItemStatus::Submitting.as_str());
     let malformed = |problem: String| StoreError::Malformed {
         key: format!("{}/{sk}", keys::batch_pk(batch_id)),
         problem,
+        in_flight,
     };
     let item_id = keys::item_id_of(sk)
         .ok_or_else(|| malformed("sort key is not ITEM#<itemId>".into()))?

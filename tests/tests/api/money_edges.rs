@@ -824,3 +824,85 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
     );
     assert_eq!(psp.transfers().len(), 1, "never paid twice");
 }
+
+/// A batch that became unpayable as a whole (its provider or currency edited) while one of its
+/// items was interrupted mid-payment is not dropped as poison: that item may already be paid, so
+/// the job stays retryable (towards the DLQ, alarmed) until someone fixes the batch. A record of
+/// an interrupted item that no longer decodes is kept retryable the same way.
+#[tokio::test]
+async fn a_batch_turned_unpayable_with_an_item_in_flight_is_retried_not_dropped() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "3.00");
+    env.seed_batch("b-poison-late", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let app = App {
+        executor: env.executor(&psp, test_config()),
+        continuation: None,
+    };
+    // item-00001 was claimed by an attempt that died: submitting, lease run out.
+    env.client()
+        .update_item()
+        .table_name(env.store.payouts_table())
+        .key(attr::PK, s(keys::batch_pk("b-poison-late")))
+        .key(attr::SK, s(keys::item_sk("item-00001")))
+        .update_expression("SET #s = :s, #a = :a")
+        .expression_attribute_names("#s", attr::STATUS)
+        .expression_attribute_names("#a", attr::ATTEMPT)
+        .expression_attribute_values(":s", s("submitting"))
+        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    for (field, value) in [(attr::PROVIDER, "paypal"), (attr::CURRENCY, "XXX")] {
+        env.client()
+            .update_item()
+            .table_name(env.store.payouts_table())
+            .key(attr::PK, s(keys::batch_pk("b-poison-late")))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .update_expression("SET #f = :v")
+            .expression_attribute_names("#f", field)
+            .expression_attribute_values(":v", s(value))
+            .send()
+            .await
+            .unwrap();
+        let disposition = handle_message(&app, job_message("b-poison-late"), None).await;
+        assert!(
+            matches!(&disposition, Disposition::Retry(reason) if reason.contains("in flight")),
+            "{field}={value}: {disposition:?}"
+        );
+        let restore = if field == attr::PROVIDER {
+            "sandbox"
+        } else {
+            "USD"
+        };
+        env.client()
+            .update_item()
+            .table_name(env.store.payouts_table())
+            .key(attr::PK, s(keys::batch_pk("b-poison-late")))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .update_expression("SET #f = :v")
+            .expression_attribute_names("#f", field)
+            .expression_attribute_values(":v", s(restore))
+            .send()
+            .await
+            .unwrap();
+    }
+    // The interrupted item's record no longer decodes (its userId was removed).
+    env.client()
+        .update_item()
+        .table_name(env.store.payouts_table())
+        .key(attr::PK, s(keys::batch_pk("b-poison-late")))
+        .key(attr::SK, s(keys::item_sk("item-00001")))
+        .update_expression("REMOVE #u")
+        .expression_attribute_names("#u", attr::USER_ID)
+        .send()
+        .await
+        .unwrap();
+    let disposition = handle_message(&app, job_message("b-poison-late"), None).await;
+    assert!(
+        matches!(disposition, Disposition::Retry(_)),
+        "an undecodable interrupted item must keep the job: {disposition:?}"
+    );
+}

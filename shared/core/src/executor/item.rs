@@ -588,6 +588,14 @@ pub(super) fn sort_read_item(
 ) -> Sorted {
     let item = match decoded {
         Ok(item) => item,
+        Err(
+            err @ StoreError::Malformed {
+                in_flight: true, ..
+            },
+        ) => {
+            error!(batch_id = %batch.batch_id, error = %err, "unreadable record of an item left submitting by an interrupted attempt; it may already be paid: retried, needs the record fixed or a manual reconciliation");
+            return Sorted::Done(ItemOutcome::Retryable);
+        }
         Err(err) => {
             error!(batch_id = %batch.batch_id, error = %err, "unreadable item record: reported, nothing written, never paid");
             return Sorted::Done(ItemOutcome::Invalid);

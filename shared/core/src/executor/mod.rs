@@ -84,12 +84,28 @@ pub enum ExecuteError {
     InvalidBatch { batch_id: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The batch cannot be paid as it stands, but items of it were left `submitting` by
+    /// interrupted attempts and may already be paid: retried (towards the DLQ, alarmed), never
+    /// dropped, until the batch is fixed.
+    #[error(
+        "batch {batch_id:?} cannot be paid ({reason}), but {in_flight} of its items are in flight and may be paid already: fix the batch; the job is retried meanwhile"
+    )]
+    UnpayableWithItemsInFlight {
+        batch_id: String,
+        reason: String,
+        in_flight: u64,
+    },
 }
 
 impl ExecuteError {
-    /// Whether running the same job later may succeed (store trouble) rather than needing a fix.
+    /// Whether the job must be kept (retried later) rather than dropped as poison: store
+    /// trouble, or a batch that needs a fix while items of it are in flight.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ExecuteError::Store(StoreError::Unavailable { .. }))
+        matches!(
+            self,
+            ExecuteError::Store(StoreError::Unavailable { .. })
+                | ExecuteError::UnpayableWithItemsInFlight { .. }
+        )
     }
 }
 
@@ -258,12 +274,22 @@ impl Executor {
             .get_batch(batch_id)
             .await?
             .ok_or_else(|| ExecuteError::BatchNotFound(batch_id.to_owned()))?;
-        let adapter = self.adapters.adapter_for(&batch.provider)?;
-        let currency =
-            Currency::parse(&batch.currency).map_err(|e| ExecuteError::InvalidBatch {
-                batch_id: batch_id.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let payable = self
+            .adapters
+            .adapter_for(&batch.provider)
+            .map_err(ExecuteError::from)
+            .and_then(|adapter| {
+                let currency =
+                    Currency::parse(&batch.currency).map_err(|e| ExecuteError::InvalidBatch {
+                        batch_id: batch_id.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                Ok((adapter, currency))
+            });
+        let (adapter, currency) = match payable {
+            Ok(payable) => payable,
+            Err(unpayable) => return Err(self.keep_if_in_flight(batch_id, unpayable).await?),
+        };
         let read_by = deadline.map(|d| {
             d.checked_sub(self.config.start_reserve(ItemPath::Pay))
                 .unwrap_or(d)
@@ -323,6 +349,45 @@ impl Executor {
             "payout batch summary"
         );
         Ok(summary)
+    }
+
+    /// A batch-level refusal, unless items of the batch are in flight: then the job is kept.
+    /// Reads every page, which only a batch that cannot be paid ever costs.
+    async fn keep_if_in_flight(
+        &self,
+        batch_id: &str,
+        unpayable: ExecuteError,
+    ) -> Result<ExecuteError, ExecuteError> {
+        let mut in_flight = 0;
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .query_items_page(batch_id, cursor.take(), self.config.page_size)
+                .await?;
+            in_flight += page
+                .items
+                .iter()
+                .filter(|item| match item {
+                    Ok(item) => item.status == crate::domain::ItemStatus::Submitting,
+                    Err(StoreError::Malformed { in_flight, .. }) => *in_flight,
+                    Err(_) => false,
+                })
+                .count() as u64;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        if in_flight == 0 {
+            return Ok(unpayable);
+        }
+        error!(batch_id, error = %unpayable, in_flight, "the batch cannot be paid as it stands, but items of it are in flight and may be paid already: the job is kept and retried");
+        Ok(ExecuteError::UnpayableWithItemsInFlight {
+            batch_id: batch_id.to_owned(),
+            reason: unpayable.to_string(),
+            in_flight,
+        })
     }
 
     /// Reads the batch page by page, counts what needs no work, and sends the rest (with the

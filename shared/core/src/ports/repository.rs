@@ -19,7 +19,13 @@ pub enum StoreError {
     },
     /// A record is missing attributes or has the wrong types. Not retryable until fixed.
     #[error("record {key} is malformed: {problem}")]
-    Malformed { key: String, problem: String },
+    Malformed {
+        key: String,
+        problem: String,
+        /// The record says `submitting`: an interrupted attempt may have paid it, so it is
+        /// never dropped, only retried until fixed.
+        in_flight: bool,
+    },
 }
 
 /// An attempt's hold on an item: what every later write of that attempt is fenced by.
