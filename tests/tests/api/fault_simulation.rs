@@ -181,6 +181,18 @@ struct Scenario {
     unpayable: Vec<String>,
     /// Set while every destination refuses with a platform-level error (no funds).
     no_funds: bool,
+    /// Recipients who lost verification during the chaos rounds; verified again to settle.
+    deverified: Vec<String>,
+}
+
+/// Whether the PSP takes `transfer_id` back after paying it (a reversal event is sent).
+fn is_reversed(transfer_id: &str) -> bool {
+    transfer_id
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .fold(0_u64, |n, d| n * 10 + u64::from(d - b'0'))
+        % 7
+        == 3
 }
 
 /// Currencies the simulation pays in: Stripe reads each differently (see `stripe_minor_units`).
@@ -326,6 +338,7 @@ impl Scenario {
             amounts,
             unpayable,
             no_funds,
+            deverified: Vec::new(),
         }
     }
 
@@ -453,6 +466,15 @@ impl Scenario {
             if rng.chance(0.3) {
                 events.push(body);
             }
+            if is_reversed(&transfer.id) {
+                events.push(webhook::transfer_event_json(
+                    &format!("evt_{}_reversed", transfer.id),
+                    "transfer.reversed",
+                    &transfer.id,
+                    &reference,
+                    None,
+                ));
+            }
         }
         rng.shuffle(&mut events);
         let mut notes = Vec::new();
@@ -536,12 +558,48 @@ impl Scenario {
             self.trace
                 .push(format!("round {round}: recipient {user} verified"));
         }
+        if chaos && self.rng.chance(0.1) {
+            // A verified recipient loses verification (and regains it before the batch settles).
+            let verified: Vec<(String, String)> = self
+                .items
+                .values()
+                .filter(|(user, _)| !self.unverified.contains(user))
+                .cloned()
+                .collect();
+            if !verified.is_empty() {
+                let (user, destination) = self.rng.pick(&verified).clone();
+                self.env
+                    .seed_users(&[(user.clone(), destination, false)])
+                    .await;
+                self.deverified.push(user.clone());
+                self.faults += 1;
+                self.trace.push(format!(
+                    "round {round}: recipient {user} loses verification"
+                ));
+            }
+        }
         // The reconciliation settle delay (40 ms) passes.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     /// No more faults: runs until the batch needs nothing, then every transfer's webhook.
     async fn settle(&mut self) {
+        // Recipients who lost verification get it back: their items are paid by the next run
+        // (a recipient verified after the last run waits for the next job, as in production).
+        for user in std::mem::take(&mut self.deverified) {
+            let destination = self
+                .items
+                .values()
+                .find(|(u, _)| *u == user)
+                .unwrap()
+                .1
+                .clone();
+            self.env
+                .seed_users(&[(user.clone(), destination, true)])
+                .await;
+            self.trace
+                .push(format!("settle: recipient {user} verified again"));
+        }
         for round in 0..12 {
             let summary = self
                 .executor()
@@ -645,6 +703,19 @@ impl Scenario {
                             "{} has transfer {id} but ends {}",
                             item.item_id, item.status
                         ));
+                    }
+                    if is_reversed(id) {
+                        let raw = self.env.raw_item(&self.batch_id, &item.item_id).await;
+                        if raw
+                            .as_ref()
+                            .and_then(|r| r.get(attr::REVERSAL_EVENT_ID))
+                            .is_none()
+                        {
+                            violations.push(format!(
+                                "{} transfer {id} was reversed, but the item does not record it",
+                                item.item_id
+                            ));
+                        }
                     }
                     if item.provider_payout_id.as_ref() != Some(id) {
                         violations.push(format!(
