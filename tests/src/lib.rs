@@ -253,6 +253,66 @@ impl TestEnv {
         self.requests.reset();
     }
 
+    /// Sets attributes of an item record by hand, as upstream edits or an earlier (crashed)
+    /// attempt left them; `None` removes the attribute.
+    pub async fn set_item_attributes(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        values: &[(&str, Option<AttributeValue>)],
+    ) {
+        self.set_attributes(keys::item_sk(item_id), batch_id, values)
+            .await;
+    }
+
+    /// Sets attributes of a batch record by hand (`None` removes one).
+    pub async fn set_batch_attributes(
+        &self,
+        batch_id: &str,
+        values: &[(&str, Option<AttributeValue>)],
+    ) {
+        self.set_attributes(keys::BATCH_SK.to_owned(), batch_id, values)
+            .await;
+    }
+
+    async fn set_attributes(
+        &self,
+        sk: String,
+        batch_id: &str,
+        values: &[(&str, Option<AttributeValue>)],
+    ) {
+        let (mut sets, mut removes) = (Vec::new(), Vec::new());
+        let mut request = self
+            .client()
+            .update_item()
+            .table_name(self.store.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(sk));
+        for (n, (name, value)) in values.iter().enumerate() {
+            request = request.expression_attribute_names(format!("#a{n}"), *name);
+            match value {
+                Some(value) => {
+                    sets.push(format!("#a{n} = :v{n}"));
+                    request = request.expression_attribute_values(format!(":v{n}"), value.clone());
+                }
+                None => removes.push(format!("#a{n}")),
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        request
+            .update_expression(expression.trim())
+            .send()
+            .await
+            .expect("UpdateItem");
+        self.requests.reset();
+    }
+
     /// The raw batch record (status, `itemCounts`, …), read strongly consistently.
     pub async fn raw_batch(&self, batch_id: &str) -> HashMap<String, AttributeValue> {
         self.client()

@@ -5,19 +5,23 @@
 
 use crate::rate_limit::RateLimiter;
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use payouts_config::ConfigError;
+use payouts_core::ports::payment::PaymentError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a PSP's `Retry-After` pauses a whole adapter.
+const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = concat!("payouts/", env!("CARGO_PKG_VERSION"));
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to build a [`PspHttpClient`].
@@ -43,6 +47,19 @@ pub enum SendError {
     /// The request may have reached the PSP: connection dropped, timeout, answer cut off.
     #[error("{0}")]
     NoAnswer(String),
+}
+
+/// One call to a PSP's API: what differs between PSPs is their headers and body encoding. The
+/// client adds `User-Agent` and `Accept: application/json`.
+pub struct PspCall<'a> {
+    pub method: Method,
+    pub path_and_query: &'a str,
+    /// The PSP's own headers: credentials, API version.
+    pub headers: Vec<(&'static str, HeaderValue)>,
+    /// Sent as `Idempotency-Key` (both PSPs so far use that header).
+    pub idempotency_key: Option<&'a str>,
+    /// The body and its content type.
+    pub body: Option<(&'static str, Bytes)>,
 }
 
 /// A complete HTTP answer.
@@ -155,11 +172,64 @@ impl PspHttpClient {
             .map_err(SendError::NoAnswer)
     }
 
+    /// One call, built from its parts and sent as [`Self::send`] does.
+    pub async fn call(
+        &self,
+        call: PspCall<'_>,
+        send_by: Option<Instant>,
+    ) -> Result<HttpAnswer, SendError> {
+        let mut builder = Request::builder()
+            .method(call.method)
+            .uri(self.url(call.path_and_query))
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT, "application/json");
+        for (name, value) in call.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(key) = call.idempotency_key {
+            builder = builder.header("idempotency-key", key);
+        }
+        let body = match call.body {
+            Some((content_type, body)) => {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+                Full::new(body)
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| SendError::NotSent(format!("could not build the request: {e}")))?;
+        self.send(request, send_by).await
+    }
+
     /// No request starts before `until` (the PSP said "retry after"): one rate-limit answer
     /// slows the whole adapter instead of turning into a storm of retries.
     pub fn pause_until(&self, until: Instant) {
         self.limiter.pause_until(until);
     }
+
+    /// Pauses the whole client for the `Retry-After` a transient error carries (capped).
+    pub fn honour_retry_after(&self, err: &PaymentError) {
+        if let PaymentError::Transient {
+            retry_after: Some(wait),
+            ..
+        } = err
+        {
+            self.pause_until(Instant::now() + (*wait).min(MAX_RETRY_AFTER_PAUSE));
+        }
+    }
+}
+
+/// `Retry-After` in seconds, as PSPs send it.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// The TLS connector: native roots for `https`, none for a loopback fake over plain HTTP.

@@ -3,7 +3,7 @@
 //! test is a regression test for one defect of the money-edges issue.
 
 use integration_tests::fakes::stripe::FakeStripe;
-use integration_tests::{TestEnv, items, test_config, verified_users};
+use integration_tests::{TestEnv, items, number, test_config, verified_users};
 use payout_execute::{App, Disposition, handle_message};
 use payouts_core::domain::ItemStatus;
 use payouts_core::job::PayoutJob;
@@ -323,23 +323,17 @@ async fn an_interrupted_item_whose_amount_became_unusable_stays_retryable() {
     let batch = items(1, "3.00");
     env.seed_batch("b-edited", "sandbox", "USD", &batch).await;
     env.seed_users(&verified_users(&batch)).await;
-    env.client()
-        .update_item()
-        .table_name(env.store.payouts_table())
-        .key(attr::PK, s(keys::batch_pk("b-edited")))
-        .key(attr::SK, s(keys::item_sk("item-00001")))
-        .update_expression("SET #s = :s, #a = :a, #g = :g, #n = :n")
-        .expression_attribute_names("#s", attr::STATUS)
-        .expression_attribute_names("#a", attr::ATTEMPT)
-        .expression_attribute_names("#g", attr::KEY_GENERATION)
-        .expression_attribute_names("#n", attr::NET_AMOUNT)
-        .expression_attribute_values(":s", s("submitting"))
-        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .expression_attribute_values(":g", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
-        .expression_attribute_values(":n", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
-        .send()
-        .await
-        .unwrap();
+    env.set_item_attributes(
+        "b-edited",
+        "item-00001",
+        &[
+            (attr::STATUS, Some(s("submitting"))),
+            (attr::ATTEMPT, Some(number(1))),
+            (attr::KEY_GENERATION, Some(number(0))),
+            (attr::NET_AMOUNT, Some(number(0))),
+        ],
+    )
+    .await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
     let app = App {
         executor: env.executor(&psp, test_config()),
@@ -775,28 +769,18 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
         })
         .await
         .unwrap();
-    env.client()
-        .update_item()
-        .table_name(env.store.payouts_table())
-        .key(attr::PK, s(keys::batch_pk("b-held")))
-        .key(attr::SK, s(keys::item_sk("item-00001")))
-        .update_expression("SET #s = :s, #a = :a, #g = :g, #r = :r, #f = :f")
-        .expression_attribute_names("#s", attr::STATUS)
-        .expression_attribute_names("#a", attr::ATTEMPT)
-        .expression_attribute_names("#g", attr::KEY_GENERATION)
-        .expression_attribute_names("#r", attr::RECONCILE_SINCE)
-        .expression_attribute_names("#f", attr::FAILURE_REASON)
-        .expression_attribute_values(":s", s("failed"))
-        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("2".into()))
-        .expression_attribute_values(":g", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
-        .expression_attribute_values(
-            ":r",
-            aws_sdk_dynamodb::types::AttributeValue::N("1000".into()),
-        )
-        .expression_attribute_values(":f", s("idempotency_error: changed"))
-        .send()
-        .await
-        .unwrap();
+    env.set_item_attributes(
+        "b-held",
+        "item-00001",
+        &[
+            (attr::STATUS, Some(s("failed"))),
+            (attr::ATTEMPT, Some(number(2))),
+            (attr::KEY_GENERATION, Some(number(0))),
+            (attr::RECONCILE_SINCE, Some(number(1000))),
+            (attr::FAILURE_REASON, Some(s("idempotency_error: changed"))),
+        ],
+    )
+    .await;
     let event = transfer_event(
         "evt_before_record",
         &made.provider_payout_id,
@@ -842,31 +826,18 @@ async fn a_batch_turned_unpayable_with_an_item_in_flight_is_retried_not_dropped(
         continuation: None,
     };
     // item-00001 was claimed by an attempt that died: submitting, lease run out.
-    env.client()
-        .update_item()
-        .table_name(env.store.payouts_table())
-        .key(attr::PK, s(keys::batch_pk("b-poison-late")))
-        .key(attr::SK, s(keys::item_sk("item-00001")))
-        .update_expression("SET #s = :s, #a = :a")
-        .expression_attribute_names("#s", attr::STATUS)
-        .expression_attribute_names("#a", attr::ATTEMPT)
-        .expression_attribute_values(":s", s("submitting"))
-        .expression_attribute_values(":a", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+    env.set_item_attributes(
+        "b-poison-late",
+        "item-00001",
+        &[
+            (attr::STATUS, Some(s("submitting"))),
+            (attr::ATTEMPT, Some(number(1))),
+        ],
+    )
+    .await;
     for (field, value) in [(attr::PROVIDER, "paypal"), (attr::CURRENCY, "XXX")] {
-        env.client()
-            .update_item()
-            .table_name(env.store.payouts_table())
-            .key(attr::PK, s(keys::batch_pk("b-poison-late")))
-            .key(attr::SK, s(keys::BATCH_SK))
-            .update_expression("SET #f = :v")
-            .expression_attribute_names("#f", field)
-            .expression_attribute_values(":v", s(value))
-            .send()
-            .await
-            .unwrap();
+        env.set_batch_attributes("b-poison-late", &[(field, Some(s(value)))])
+            .await;
         let disposition = handle_message(&app, job_message("b-poison-late"), None).await;
         assert!(
             matches!(&disposition, Disposition::Retry(reason) if reason.contains("in flight")),
@@ -877,29 +848,12 @@ async fn a_batch_turned_unpayable_with_an_item_in_flight_is_retried_not_dropped(
         } else {
             "USD"
         };
-        env.client()
-            .update_item()
-            .table_name(env.store.payouts_table())
-            .key(attr::PK, s(keys::batch_pk("b-poison-late")))
-            .key(attr::SK, s(keys::BATCH_SK))
-            .update_expression("SET #f = :v")
-            .expression_attribute_names("#f", field)
-            .expression_attribute_values(":v", s(restore))
-            .send()
-            .await
-            .unwrap();
+        env.set_batch_attributes("b-poison-late", &[(field, Some(s(restore)))])
+            .await;
     }
     // The interrupted item's record no longer decodes (its userId was removed).
-    env.client()
-        .update_item()
-        .table_name(env.store.payouts_table())
-        .key(attr::PK, s(keys::batch_pk("b-poison-late")))
-        .key(attr::SK, s(keys::item_sk("item-00001")))
-        .update_expression("REMOVE #u")
-        .expression_attribute_names("#u", attr::USER_ID)
-        .send()
-        .await
-        .unwrap();
+    env.set_item_attributes("b-poison-late", "item-00001", &[(attr::USER_ID, None)])
+        .await;
     let disposition = handle_message(&app, job_message("b-poison-late"), None).await;
     assert!(
         matches!(disposition, Disposition::Retry(_)),

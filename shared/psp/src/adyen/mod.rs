@@ -9,10 +9,9 @@ pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
-use crate::http::{HttpAnswer, HttpClientSettings, PspHttpClient, SendError};
+use crate::http::{HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, retry_after};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, header};
-use http_body_util::Full;
+use http::{HeaderValue, Method};
 use payouts_config::{AdyenSettings, ConfigError, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
@@ -49,10 +48,8 @@ pub const LOOKUP_WINDOW: Duration = Duration::from_secs(180 * 24 * 3600);
 /// Slack after "now" in a lookup's `createdUntil`, for clock skew between us and Adyen.
 const LOOKUP_CLOCK_SLACK: Duration = Duration::from_secs(3600);
 /// The longest a `Retry-After` pauses the whole adapter.
-const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
 /// One item's reference holds one transfer; more pages than this is a fault.
 const MAX_LIST_PAGES: usize = 10;
-const USER_AGENT: &str = concat!("payouts/", env!("CARGO_PKG_VERSION"));
 
 /// One call to Adyen's API.
 struct AdyenCall<'a> {
@@ -147,32 +144,16 @@ impl AdyenAdapter {
         call: AdyenCall<'_>,
         send_by: Option<tokio::time::Instant>,
     ) -> Result<HttpAnswer, SendError> {
-        let AdyenCall {
-            method,
-            path_and_query,
-            body,
-            idempotency_key,
-        } = call;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.http.url(path_and_query))
-            .header("x-api-key", api_key)
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = idempotency_key {
-            builder = builder.header("idempotency-key", key);
-        }
-        let body = match body {
-            Some(body) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(body))
-            }
-            None => Full::new(Bytes::new()),
+        let call = PspCall {
+            method: call.method,
+            path_and_query: call.path_and_query,
+            headers: vec![("x-api-key", api_key)],
+            idempotency_key: call.idempotency_key,
+            body: call
+                .body
+                .map(|body| ("application/json", Bytes::from(body))),
         };
-        let request = builder
-            .body(body)
-            .map_err(|e| SendError::NotSent(format!("could not build the request: {e}")))?;
-        self.http.send(request, send_by).await
+        self.http.call(call, send_by).await
     }
 
     /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
@@ -182,14 +163,7 @@ impl AdyenAdapter {
             retry_after: retry_after(&answer.headers),
             body: &answer.body,
         });
-        if let PaymentError::Transient {
-            retry_after: Some(wait),
-            ..
-        } = &err
-        {
-            self.http
-                .pause_until(tokio::time::Instant::now() + (*wait).min(MAX_RETRY_AFTER_PAUSE));
-        }
+        self.http.honour_retry_after(&err);
         err
     }
 
@@ -418,18 +392,6 @@ impl PaymentAdapter for AdyenAdapter {
     }
 }
 
-/// `Retry-After` in seconds.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 /// The transfer among those found for one item (listed oldest first). A transfer Adyen refused
 /// moved nothing and is not the item's payment; more than one other means the item was paid
 /// twice, which is logged at ERROR (the oldest is recorded).
@@ -465,6 +427,7 @@ fn pick_found(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use payouts_core::ports::payment::IdempotencyKey;
 
     const HMAC_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";

@@ -7,10 +7,9 @@ pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
-use crate::http::{HttpAnswer, HttpClientSettings, PspHttpClient, SendError};
+use crate::http::{HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, retry_after};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, header};
-use http_body_util::Full;
+use http::{HeaderValue, Method};
 use payouts_config::{ConfigError, Secret, StripeSettings};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
@@ -43,11 +42,8 @@ pub const KEY_REUSE_WINDOW: Duration = Duration::from_secs(23 * 3600);
 
 /// Stripe's longest idempotency key.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// The longest a `Retry-After` pauses the whole adapter.
-const MAX_RETRY_AFTER_PAUSE: Duration = Duration::from_secs(30);
 /// One item's transfer group holds one transfer; more pages than this is a fault.
 const MAX_LIST_PAGES: usize = 10;
-const USER_AGENT: &str = concat!("payouts/", env!("CARGO_PKG_VERSION"));
 
 /// One call to Stripe's API.
 struct StripeCall<'a> {
@@ -132,33 +128,22 @@ impl StripeAdapter {
         call: StripeCall<'_>,
         send_by: Option<tokio::time::Instant>,
     ) -> Result<HttpAnswer, SendError> {
-        let StripeCall {
-            method,
-            path_and_query,
-            form,
-            idempotency_key,
-        } = call;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.http.url(path_and_query))
-            .header(header::AUTHORIZATION, authorization)
-            .header("stripe-version", STRIPE_API_VERSION)
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = idempotency_key {
-            builder = builder.header("idempotency-key", key);
-        }
-        let body = match form {
-            Some(form) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Full::new(Bytes::from(form))
-            }
-            None => Full::new(Bytes::new()),
+        let call = PspCall {
+            method: call.method,
+            path_and_query: call.path_and_query,
+            headers: vec![
+                ("authorization", authorization),
+                (
+                    "stripe-version",
+                    HeaderValue::from_static(STRIPE_API_VERSION),
+                ),
+            ],
+            idempotency_key: call.idempotency_key,
+            body: call
+                .form
+                .map(|form| ("application/x-www-form-urlencoded", Bytes::from(form))),
         };
-        let request = builder
-            .body(body)
-            .map_err(|e| SendError::NotSent(format!("could not build the request: {e}")))?;
-        self.http.send(request, send_by).await
+        self.http.call(call, send_by).await
     }
 
     /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
@@ -168,14 +153,7 @@ impl StripeAdapter {
             retry_after: retry_after(&answer.headers),
             body: &answer.body,
         });
-        if let PaymentError::Transient {
-            retry_after: Some(wait),
-            ..
-        } = &err
-        {
-            self.http
-                .pause_until(tokio::time::Instant::now() + (*wait).min(MAX_RETRY_AFTER_PAUSE));
-        }
+        self.http.honour_retry_after(&err);
         err
     }
 
@@ -354,18 +332,6 @@ impl PaymentAdapter for StripeAdapter {
     }
 }
 
-/// `Retry-After` in seconds, as Stripe sends it.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 /// The transfer among those found for one item; more than one means the item was paid twice,
 /// which is logged at ERROR (the oldest is recorded).
 fn pick_found(request: &TransferRequest, mut found: Vec<Transfer>) -> Option<TransferReceipt> {
@@ -401,6 +367,7 @@ fn pick_found(request: &TransferRequest, mut found: Vec<Transfer>) -> Option<Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use payouts_core::ports::payment::IdempotencyKey;
     use payouts_core::ports::webhook::ItemReference;
 
