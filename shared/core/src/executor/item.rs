@@ -130,7 +130,7 @@ impl Executor {
         request.send_by = Some(self.latest_send(&claim, deadline));
         if let Some(why) = reconcile {
             match self
-                .reconcile(adapter, &mut claim, &mut request, why)
+                .reconcile(adapter, &item, &mut claim, &mut request, why)
                 .await?
             {
                 Reconciled::Absent => {}
@@ -245,6 +245,7 @@ impl Executor {
     async fn reconcile(
         &self,
         adapter: &dyn PaymentAdapter,
+        item: &PayoutItem,
         claim: &mut Claim,
         request: &mut TransferRequest,
         why: &'static str,
@@ -277,6 +278,16 @@ impl Executor {
             }
             Err(err) => {
                 warn!(attempt = claim.attempt, reason = why, error = %err, "reconciliation lookup failed; lease released, the item will be looked up again");
+                self.store
+                    .release(claim, CurrentKey::Settled, self.now_ms())
+                    .await?;
+                Ok(Reconciled::Done(ItemOutcome::Retryable))
+            }
+            Ok(None) if !lookup_sees_key(item, adapter.lookup_horizon(), self.now_ms()) => {
+                error!(
+                    attempt = claim.attempt, key_first_used_ms = ?item.attempt.key_first_used_ms,
+                    "the PSP's lookup cannot see as far back as this key's first use: \"absent\" proves nothing, so no new key is used; needs a manual reconciliation"
+                );
                 self.store
                     .release(claim, CurrentKey::Settled, self.now_ms())
                     .await?;
@@ -551,6 +562,18 @@ fn transfer_request(
     }
 }
 
+/// Whether a lookup bounded to `horizon` can see every transfer the item's current key may have
+/// made (its first use is known and within the horizon, with a day's margin).
+fn lookup_sees_key(item: &PayoutItem, horizon: Option<Duration>, now: u64) -> bool {
+    let Some(horizon) = horizon else {
+        return true;
+    };
+    let margin = 24 * 3_600_000;
+    item.attempt
+        .key_first_used_ms
+        .is_some_and(|first| now.saturating_sub(first) + margin < horizon.as_millis() as u64)
+}
+
 /// Why an item's earlier outcome must be looked up by reference before its key is sent
 /// (again), or `None` when the current key can still answer for it. `key_reuse_window` is the
 /// adapter's (`None`: the PSP keeps keys forever).
@@ -777,6 +800,25 @@ mod tests {
         let mut no_user = item(ItemStatus::Failed, AttemptState::default());
         no_user.user_id = String::new();
         assert!(matches!(sort(no_user), Err(Err(reason)) if reason.contains("userId")));
+    }
+
+    #[test]
+    fn absent_means_absent_only_within_the_lookup_horizon() {
+        let now = 3_000 * 24 * HOUR_MS;
+        let used = |days_ago: u64| AttemptState {
+            key_first_used_ms: Some(now - days_ago * 24 * HOUR_MS),
+            ..AttemptState::default()
+        };
+        let horizon = Some(Duration::from_secs(180 * 24 * 3600));
+        let at = |state| item(ItemStatus::Submitting, state);
+        assert!(lookup_sees_key(&at(used(10)), horizon, now));
+        assert!(
+            !lookup_sees_key(&at(used(179)), horizon, now),
+            "a day's margin"
+        );
+        assert!(!lookup_sees_key(&at(used(200)), horizon, now));
+        assert!(!lookup_sees_key(&at(AttemptState::default()), horizon, now));
+        assert!(lookup_sees_key(&at(used(2_000)), None, now));
     }
 
     #[test]

@@ -211,6 +211,13 @@ pub trait PaymentAdapter: WebhookVerifier {
         None
     }
 
+    /// How far back a lookup by reference can see: a PSP whose search window is bounded (Adyen:
+    /// six months per query) cannot say "absent" for a key first used before it. `None`: the
+    /// lookup sees every transfer ever made.
+    fn lookup_horizon(&self) -> Option<Duration> {
+        None
+    }
+
     /// How long after the last call under a key to wait before a lookup by reference is
     /// trusted to show every transfer that call could have made.
     fn reconciliation_settle_delay(&self) -> Duration {

@@ -387,6 +387,10 @@ impl PaymentAdapter for AdyenAdapter {
         Some(KEY_REUSE_WINDOW)
     }
 
+    fn lookup_horizon(&self) -> Option<Duration> {
+        Some(LOOKUP_WINDOW)
+    }
+
     fn reconciliation_settle_delay(&self) -> Duration {
         self.settle_delay
     }
