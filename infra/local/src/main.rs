@@ -5,17 +5,24 @@
 //! payouts-local setup [--seed FILE]   create the tables (and load seed data) at the configured endpoint
 //! payouts-local sign-webhook BATCH_ID ITEM_ID EVENT_TYPE BODY_FILE
 //!                                     write the PSP's event for the item's transfer to BODY_FILE
-//!                                     and print its Stripe-Signature header, signed now with
-//!                                     SANDBOX_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET (by the
-//!                                     batch's provider)
+//!                                     and print its signature header's value, signed now as the
+//!                                     batch's provider signs: Stripe-Signature with
+//!                                     SANDBOX_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET; for Adyen
+//!                                     HmacSignature with ADYEN_HMAC_KEY (hex) over a
+//!                                     `balancePlatform.transfer.updated` body whose status is
+//!                                     EVENT_TYPE (`booked`, `refused`, `returned`…) and whose
+//!                                     source is ADYEN_BALANCE_ACCOUNT_ID
 //! ```
 //! `setup` reaches DynamoDB through the standard AWS variables
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION`, credentials); table names come from
 //! `PAYOUTS_TABLE` / `USER_SETTINGS_TABLE`, else the local names of `infra/tables.json`.
 //! A batch's item statuses: `payouts-ops status --items BATCH_ID` (the operator CLI, `ops/`).
 
+use payouts_core::domain::{PayoutBatch, PayoutItem};
+use payouts_core::money::{Currency, PayoutAmount};
 use payouts_core::ports::webhook::ItemReference;
 use payouts_local::{emulator::LocalDynamoDb, seed, tables};
+use payouts_psp::adyen;
 use payouts_psp::stripe::webhook;
 use payouts_store_dynamodb::{DynamoDbRepository, PayoutRepository};
 use std::process::ExitCode;
@@ -110,9 +117,10 @@ async fn sign_webhook(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("batch {batch_id:?} does not exist"))?;
-    // Signed as the batch's PSP signs: the sandbox's or Stripe's webhook secret.
+    // Signed as the batch's PSP signs: the sandbox's or Stripe's webhook secret, Adyen's HMAC key.
     let secret_var = match batch.provider.as_str() {
         "sandbox" => "SANDBOX_WEBHOOK_SECRET",
+        "adyen" => "ADYEN_HMAC_KEY",
         _ => "STRIPE_WEBHOOK_SECRET",
     };
     let secret = std::env::var(secret_var)
@@ -124,12 +132,24 @@ async fn sign_webhook(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("item {item_id:?} of batch {batch_id:?} does not exist"))?;
-    let transfer_id = item.provider_payout_id.ok_or_else(|| {
+    let transfer_id = item.provider_payout_id.clone().ok_or_else(|| {
         format!(
             "item {item_id:?} has no transfer yet (status {})",
             item.status
         )
     })?;
+    if batch.provider == "adyen" {
+        return sign_adyen_webhook(
+            &store,
+            &batch,
+            &item,
+            &transfer_id,
+            event_type,
+            &secret,
+            body_file,
+        )
+        .await;
+    }
     let reference = ItemReference {
         batch_id: batch_id.to_owned(),
         item_id: item_id.to_owned(),
@@ -142,5 +162,52 @@ async fn sign_webhook(
         "{}",
         webhook::signature_header(&secret, now_secs, body.as_bytes())
     );
+    Ok(())
+}
+
+/// Adyen's `balancePlatform.transfer.updated` for the outgoing side of the item's transfer, with
+/// `status` (`booked` pays the item), signed with the hex HMAC key (`HmacSignature`).
+async fn sign_adyen_webhook(
+    store: &DynamoDbRepository,
+    batch: &PayoutBatch,
+    item: &PayoutItem,
+    transfer_id: &str,
+    status: &str,
+    hmac_key: &str,
+    body_file: &str,
+) -> Result<(), String> {
+    let source = std::env::var("ADYEN_BALANCE_ACCOUNT_ID")
+        .map_err(|_| "ADYEN_BALANCE_ACCOUNT_ID is not set".to_owned())?;
+    let reference = adyen::transformers::transfer_reference(&batch.batch_id, &item.item_id)
+        .ok_or_else(|| format!("item {:?} has no Adyen reference", item.item_id))?;
+    let counterparty = store
+        .get_payout_methods(std::slice::from_ref(&item.user_id))
+        .await
+        .map_err(|e| e.to_string())?
+        .remove(&item.user_id)
+        .and_then(|method| method.provider_account_id)
+        .unwrap_or_default();
+    let currency = Currency::parse(&batch.currency).map_err(|e| e.to_string())?;
+    let amount = PayoutAmount::parse(&item.net_amount, currency).map_err(|e| e.to_string())?;
+    let value = adyen::currency::minor_units(&amount).map_err(|e| e.to_string())?;
+    let now_ms = payouts_core::clock::now_ms();
+    // A sequence number past the creation's, unique per second: each call is a new event.
+    let sequence_number = 1 + now_ms / 1000 % 1_000_000;
+    let body = adyen::webhook::transfer_event_json(
+        "balancePlatform.transfer.updated",
+        transfer_id,
+        sequence_number,
+        status,
+        None,
+        &reference,
+        &source,
+        &counterparty,
+        (value, currency.code()),
+        &payouts_core::clock::rfc3339_from_ms(now_ms),
+    );
+    std::fs::write(body_file, &body).map_err(|e| format!("cannot write {body_file}: {e}"))?;
+    let signature = adyen::webhook::sign(hmac_key, body.as_bytes())
+        .ok_or_else(|| "ADYEN_HMAC_KEY is not hex".to_owned())?;
+    println!("{signature}");
     Ok(())
 }

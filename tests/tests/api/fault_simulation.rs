@@ -1,8 +1,11 @@
 //! Randomized fault injection, seeded and reproducible: whole batches through the real
-//! executor, the real Stripe adapter over HTTP, the fake Stripe, the webhook settlement and a
-//! real DynamoDB API, while the PSP fails on purpose, processes crash mid-protocol, jobs are
+//! executor, a real HTTP adapter against its fake PSP (each scenario draws Stripe or Adyen for
+//! Platforms), the webhook settlement and a real DynamoDB API, while the PSP fails on purpose, processes crash mid-protocol, jobs are
 //! delivered twice at once, webhooks are duplicated, reordered and early, recipients get
-//! verified between runs, and a day passes so the PSP forgets its idempotency keys.
+//! verified between runs, and a day passes so the PSP forgets its idempotency keys. Adyen's
+//! scenarios add its own answers (409 while a key is in flight) and its signed
+//! `balancePlatform.transfer.updated` events: `booked`, `refused` (nothing moved: the item fails
+//! and its next attempt pays under the next key) and `returned` after booking.
 //!
 //! After every scenario the invariants are checked; a violation prints the seed and the event
 //! trace. `SIM_SCENARIOS` (default 300) and `SIM_SEED` (default 0x5eed) set the run:
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method};
 use integration_tests::TestEnv;
+use integration_tests::fakes::adyen::{self, FakeAdyen};
 use integration_tests::fakes::stripe::{FakeStripe, Fault};
 use payouts_core::clock::now_ms;
 use payouts_core::domain::ItemStatus;
@@ -23,6 +27,8 @@ use payouts_core::ports::webhook::{
     ItemReference, VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
 };
 use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_psp::adyen::AdyenAdapter;
+use payouts_psp::adyen::transformers::parse_reference;
 use payouts_psp::stripe::StripeAdapter;
 use payouts_psp::stripe::webhook;
 use payouts_store_dynamodb::s;
@@ -80,7 +86,7 @@ enum CrashPoint {
 /// Wraps the real adapter and "kills the process" at a planned point: it signals the driver,
 /// which drops every run in flight, and never returns.
 struct CrashingAdapter {
-    inner: Arc<StripeAdapter>,
+    inner: Arc<dyn PaymentAdapter>,
     plan: Mutex<Option<(String, CrashPoint)>>,
     crashed: Notify,
 }
@@ -153,9 +159,172 @@ impl WebhookVerifier for CrashingAdapter {
     }
 }
 
+/// The scenario's PSP: the fake the adapter talks to over HTTP.
+enum Psp {
+    Stripe(FakeStripe),
+    Adyen(FakeAdyen),
+}
+
+/// A transfer the fake PSP made, as the invariants read it.
+struct Made {
+    id: String,
+    amount: i64,
+    currency: String,
+    item: Option<ItemReference>,
+    /// Adyen refused it: nothing moved.
+    refused: bool,
+}
+
+impl Psp {
+    fn provider(&self) -> &'static str {
+        match self {
+            Psp::Stripe(_) => "stripe",
+            Psp::Adyen(_) => "adyen",
+        }
+    }
+
+    fn destination(&self, seed: u64, i: usize) -> String {
+        match self {
+            Psp::Stripe(_) => format!("acct_{seed:x}_{i}"),
+            Psp::Adyen(_) => format!("BA_SIM_{seed:X}_{i}"),
+        }
+    }
+
+    /// Every creation to `destination` is refused for good (a closed or inactive account).
+    fn reject_destination(&self, destination: &str) {
+        match self {
+            Psp::Stripe(fake) => fake.reject_destination(
+                destination,
+                400,
+                "account_invalid",
+                "the account cannot receive transfers",
+            ),
+            Psp::Adyen(fake) => fake.reject_counterparty(
+                destination,
+                422,
+                "30_112",
+                "Counterparty balance account is inactive",
+            ),
+        }
+    }
+
+    fn advance_clock(&self, by: Duration) {
+        match self {
+            Psp::Stripe(fake) => fake.advance_clock(by),
+            Psp::Adyen(fake) => fake.advance_clock(by),
+        }
+    }
+
+    /// Injects the fault `name` (of `self.faults()`) on the next creation to `destination`.
+    fn inject(&self, destination: &str, name: &str) {
+        match self {
+            Psp::Stripe(fake) => {
+                let fault = match name {
+                    "500-unstored" => Fault::ServerErrorUnstored,
+                    "500-stored-before" => Fault::ServerErrorStoredBeforeCreate,
+                    "500-stored-after" => Fault::ServerErrorStoredAfterCreate,
+                    "429" => Fault::RateLimited {
+                        retry_after_secs: 0,
+                    },
+                    "dropped" => Fault::DropResponseAfterCreate,
+                    "slow-near-timeout" => Fault::Slow(Duration::from_millis(550)),
+                    _ => Fault::Slow(Duration::from_millis(50)),
+                };
+                fake.inject(destination, fault, 1);
+            }
+            Psp::Adyen(fake) => {
+                let fault = match name {
+                    "500-unstored" => adyen::Fault::ServerErrorUnstored,
+                    "500-stored-before" => adyen::Fault::ServerErrorBeforeCreate,
+                    "500-stored-after" => adyen::Fault::ServerErrorAfterCreate,
+                    "429" => adyen::Fault::RateLimited {
+                        retry_after_secs: 0,
+                    },
+                    "dropped" => adyen::Fault::DropResponseAfterCreate,
+                    // The key is held while the request runs: a concurrent delivery meets 409.
+                    "409-in-flight" => adyen::Fault::Slow(Duration::from_millis(300)),
+                    "slow-near-timeout" => adyen::Fault::Slow(Duration::from_millis(550)),
+                    _ => adyen::Fault::Slow(Duration::from_millis(50)),
+                };
+                fake.inject(destination, fault, 1);
+            }
+        }
+    }
+
+    fn faults(&self) -> &'static [&'static str] {
+        match self {
+            Psp::Stripe(_) => FAULTS,
+            Psp::Adyen(_) => ADYEN_FAULTS,
+        }
+    }
+
+    fn transfers(&self) -> Vec<Made> {
+        match self {
+            Psp::Stripe(fake) => fake
+                .transfers()
+                .into_iter()
+                .map(|t| Made {
+                    item: match (t.metadata.get("batch_id"), t.metadata.get("item_id")) {
+                        (Some(batch_id), Some(item_id)) => Some(ItemReference {
+                            batch_id: batch_id.clone(),
+                            item_id: item_id.clone(),
+                        }),
+                        _ => None,
+                    },
+                    id: t.id,
+                    amount: t.amount,
+                    currency: t.currency,
+                    refused: false,
+                })
+                .collect(),
+            Psp::Adyen(fake) => fake
+                .transfers()
+                .into_iter()
+                .map(|t| Made {
+                    item: parse_reference(&t.reference),
+                    refused: t.status == "refused",
+                    id: t.id,
+                    amount: t.amount,
+                    currency: t.currency,
+                })
+                .collect(),
+        }
+    }
+
+    /// What the PSP must receive for `amount` in `currency`, worked out independently of the
+    /// adapters; `None` when it cannot take it exactly.
+    fn minor_units(&self, currency: &str, amount: &str) -> Option<i64> {
+        match self {
+            Psp::Stripe(_) => stripe_minor_units(currency, amount),
+            Psp::Adyen(_) => adyen_minor_units(currency, amount),
+        }
+    }
+
+    /// The currency code as the PSP records the transfer's.
+    fn recorded_currency(&self, currency: &str) -> String {
+        match self {
+            Psp::Stripe(_) => currency.to_ascii_lowercase(),
+            Psp::Adyen(_) => currency.to_ascii_uppercase(),
+        }
+    }
+}
+
+/// Whether Adyen refuses transfer `id` after accepting it (a `refused` event is sent instead of
+/// `booked`, and lookups no longer count it).
+fn is_refused(transfer_id: &str) -> bool {
+    transfer_id
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .fold(0_u64, |n, d| n * 10 + u64::from(d - b'0'))
+        % 11
+        == 5
+}
+
 #[derive(Default, Clone, Copy)]
 struct Totals {
     scenarios: u64,
+    /// Scenarios through Adyen (the others through Stripe).
+    adyen: u64,
     faults: u64,
     violations: u64,
 }
@@ -165,7 +334,7 @@ struct Scenario {
     trace: Vec<String>,
     faults: u64,
     env: TestEnv,
-    fake: FakeStripe,
+    fake: Psp,
     adapter: Arc<CrashingAdapter>,
     webhooks: WebhookApp,
     batch_id: String,
@@ -197,9 +366,16 @@ fn is_reversed(transfer_id: &str) -> bool {
 
 /// Currencies the simulation pays in: Stripe reads each differently (see `stripe_minor_units`).
 const CURRENCIES: &[&str] = &["USD", "usd", "JPY", "MGA", "ISK", "HUF", "BHD"];
+/// Currencies the simulation pays in through Adyen: ISO's decimals, and those Adyen reads
+/// otherwise (see `adyen_minor_units`).
+const ADYEN_CURRENCIES: &[&str] = &["EUR", "eur", "JPY", "CLP", "ISK", "IDR", "CVE", "BHD"];
 
-/// An amount in `currency`, payable through Stripe or not, as upstream would write it.
-fn draw_amount(rng: &mut Rng, currency: &str, payable: bool) -> String {
+/// An amount in `currency`, payable through the scenario's PSP or not, as upstream would
+/// write it.
+fn draw_amount(rng: &mut Rng, provider: &str, currency: &str, payable: bool) -> String {
+    if provider == "adyen" {
+        return draw_adyen_amount(rng, currency, payable);
+    }
     let whole = 1 + rng.below(500);
     match (currency.to_ascii_uppercase().as_str(), payable) {
         ("JPY" | "MGA" | "ISK" | "HUF", true) if rng.chance(0.5) => format!("{whole}.00"),
@@ -209,6 +385,40 @@ fn draw_amount(rng: &mut Rng, currency: &str, payable: bool) -> String {
         ("BHD", false) => format!("{whole}.125"),
         (_, true) => format!("{whole}.{:02}", rng.below(100)),
         (_, false) => format!("{whole}.005"),
+    }
+}
+
+/// An amount in `currency`, payable through Adyen or not.
+fn draw_adyen_amount(rng: &mut Rng, currency: &str, payable: bool) -> String {
+    let whole = 1 + rng.below(500);
+    match (currency.to_ascii_uppercase().as_str(), payable) {
+        ("JPY" | "CLP" | "ISK" | "IDR" | "CVE", true) if rng.chance(0.5) => format!("{whole}.00"),
+        ("JPY" | "CLP" | "ISK" | "IDR" | "CVE", true) => format!("{whole}"),
+        ("JPY" | "CLP" | "ISK" | "IDR" | "CVE", false) => format!("{whole}.5"),
+        ("BHD", true) => format!("{whole}.{:03}", rng.below(1000)),
+        ("BHD", false) => format!("{whole}.0005"),
+        (_, true) => format!("{whole}.{:02}", rng.below(100)),
+        (_, false) => format!("{whole}.005"),
+    }
+}
+
+/// What Adyen must receive for `amount` in `currency`, worked out independently of the adapter
+/// (Adyen's currency codes table, whose decimals lead where ISO 4217 differs): `None` when Adyen
+/// cannot take it exactly.
+fn adyen_minor_units(currency: &str, amount: &str) -> Option<i64> {
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let whole: i64 = whole.parse().ok()?;
+    let digits = |places: usize| -> Option<i64> {
+        (fraction.len() <= places).then(|| format!("{fraction:0<places$}").parse().unwrap_or(0))
+    };
+    match currency.to_ascii_uppercase().as_str() {
+        // No decimals (JPY as ISO; CVE and IDR unlike ISO's two).
+        "JPY" | "CVE" | "IDR" => fraction.is_empty().then_some(whole),
+        // Two decimals at Adyen where ISO has none: whole units, sent × 100.
+        "CLP" | "ISK" => fraction.is_empty().then_some(whole * 100),
+        "BHD" => Some(whole * 1000 + digits(3)?),
+        _ => Some(whole * 100 + digits(2)?),
     }
 }
 
@@ -239,15 +449,38 @@ const FAULTS: &[&str] = &[
     "slow-near-timeout",
 ];
 
+const ADYEN_FAULTS: &[&str] = &[
+    "500-unstored",
+    "500-stored-before",
+    "500-stored-after",
+    "429",
+    "dropped",
+    "409-in-flight",
+    "slow",
+    "slow-near-timeout",
+];
+
 impl Scenario {
     async fn new(seed: u64) -> Scenario {
         let mut rng = Rng(seed);
+        // The PSP is drawn apart from the scenario's stream: a Stripe scenario is the same as
+        // before Adyen joined.
         let env = TestEnv::start().await;
-        let fake = FakeStripe::start().await;
-        let mut config = fake.config();
-        config.webhook_secrets = vec![WEBHOOK_SECRET.into()];
-        config.settle_delay = Duration::from_millis(40);
-        let inner = Arc::new(StripeAdapter::new(config).expect("adapter"));
+        let (fake, inner): (Psp, Arc<dyn PaymentAdapter>) = if Rng(!seed).chance(0.5) {
+            let fake = FakeStripe::start().await;
+            let mut config = fake.config();
+            config.webhook_secrets = vec![WEBHOOK_SECRET.into()];
+            config.settle_delay = Duration::from_millis(40);
+            let inner = Arc::new(StripeAdapter::new(config).expect("adapter"));
+            (Psp::Stripe(fake), inner)
+        } else {
+            let fake = FakeAdyen::start().await;
+            let mut config = fake.config();
+            config.settle_delay = Duration::from_millis(40);
+            let inner = Arc::new(AdyenAdapter::new(config).expect("adapter"));
+            (Psp::Adyen(fake), inner)
+        };
+        let provider = fake.provider();
         let adapter = Arc::new(CrashingAdapter {
             inner,
             plan: Mutex::new(None),
@@ -265,8 +498,13 @@ impl Scenario {
             format!("b-sim-{seed:x}")
         };
         let separator = if rng.chance(0.2) { ':' } else { '-' };
-        let currency = *rng.pick(CURRENCIES);
-        let no_funds = rng.chance(0.1);
+        let currency = *rng.pick(match fake {
+            Psp::Stripe(_) => CURRENCIES,
+            Psp::Adyen(_) => ADYEN_CURRENCIES,
+        });
+        // Adyen has no platform-level "no funds" answer (it refuses the transfer, `refused`
+        // events): drawn all the same, only Stripe scenarios use it.
+        let no_funds = rng.chance(0.1) && provider == "stripe";
         let mut amounts = BTreeMap::new();
         let mut unpayable = Vec::new();
         let count = 2 + rng.below(4) as usize;
@@ -274,7 +512,7 @@ impl Scenario {
         let mut seeded = Vec::new();
         let mut users = Vec::new();
         let mut trace = vec![format!(
-            "batch {batch_id} with {count} items in {currency}{}",
+            "batch {batch_id} through {provider} with {count} items in {currency}{}",
             if no_funds { ", no funds at first" } else { "" }
         )];
         let mut unverified = Vec::new();
@@ -282,13 +520,13 @@ impl Scenario {
         for i in 1..=count {
             let item_id = format!("item{separator}{i}");
             let user_id = format!("user-{seed:x}-{i}");
-            let destination = format!("acct_{seed:x}_{i}");
+            let destination = fake.destination(seed, i);
             let payable = rng.chance(0.9);
-            let amount = draw_amount(&mut rng, currency, payable);
+            let amount = draw_amount(&mut rng, provider, currency, payable);
             if !payable {
                 unpayable.push(item_id.clone());
                 trace.push(format!(
-                    "{item_id}: {amount} {currency} is not payable through Stripe"
+                    "{item_id}: {amount} {currency} is not payable through {provider}"
                 ));
             }
             amounts.insert(item_id.clone(), vec![amount.clone()]);
@@ -298,17 +536,12 @@ impl Scenario {
                 trace.push(format!("{item_id}: recipient {user_id} unverified"));
             }
             if rng.chance(0.1) {
-                fake.reject_destination(
-                    &destination,
-                    400,
-                    "account_invalid",
-                    "the account cannot receive transfers",
-                );
+                fake.reject_destination(&destination);
                 rejected.push(destination.clone());
                 trace.push(format!(
                     "{item_id}: destination {destination} always refused"
                 ));
-            } else if no_funds {
+            } else if let (true, Psp::Stripe(fake)) = (no_funds, &fake) {
                 fake.reject_destination(
                     &destination,
                     400,
@@ -320,7 +553,7 @@ impl Scenario {
             users.push((user_id.clone(), destination.clone(), verified));
             items.insert(item_id, (user_id, destination));
         }
-        env.seed_batch(&batch_id, "stripe", currency, &seeded).await;
+        env.seed_batch(&batch_id, provider, currency, &seeded).await;
         env.seed_users(&users).await;
         Scenario {
             rng,
@@ -369,19 +602,8 @@ impl Scenario {
         let destinations = self.destinations();
         for _ in 0..self.rng.below(3) {
             let destination = self.rng.pick(&destinations).clone();
-            let name = *self.rng.pick(FAULTS);
-            let fault = match name {
-                "500-unstored" => Fault::ServerErrorUnstored,
-                "500-stored-before" => Fault::ServerErrorStoredBeforeCreate,
-                "500-stored-after" => Fault::ServerErrorStoredAfterCreate,
-                "429" => Fault::RateLimited {
-                    retry_after_secs: 0,
-                },
-                "dropped" => Fault::DropResponseAfterCreate,
-                "slow-near-timeout" => Fault::Slow(Duration::from_millis(550)),
-                _ => Fault::Slow(Duration::from_millis(50)),
-            };
-            self.fake.inject(&destination, fault, 1);
+            let name = *self.rng.pick(self.fake.faults());
+            self.fake.inject(&destination, name);
             self.faults += 1;
             self.trace
                 .push(format!("round {round}: PSP fault {name} on {destination}"));
@@ -444,9 +666,13 @@ impl Scenario {
     /// Sends `transfer.created` for a random subset (share `p`) of the transfers the fake made,
     /// shuffled, some twice. Returns trace notes.
     async fn deliver_webhooks(&self, seed: u64, p: f64) -> Vec<String> {
+        let fake = match &self.fake {
+            Psp::Stripe(fake) => fake,
+            Psp::Adyen(fake) => return self.deliver_adyen_webhooks(fake, seed, p).await,
+        };
         let mut rng = Rng(seed);
         let mut events = Vec::new();
-        for transfer in self.fake.transfers() {
+        for transfer in fake.transfers() {
             if !rng.chance(p) {
                 continue;
             }
@@ -508,6 +734,65 @@ impl Scenario {
         notes
     }
 
+    /// Adyen's side of `deliver_webhooks`: for a random subset (share `p`) of the transfers the
+    /// fake made, `balancePlatform.transfer.updated` with the transfer's fate (`booked`, or
+    /// `refused` for those Adyen refuses, the fake's state moved with it), some after an
+    /// `authorised`, some twice, `returned` after `booked` for those taken back; shuffled,
+    /// each signed with the HMAC key.
+    async fn deliver_adyen_webhooks(&self, fake: &FakeAdyen, seed: u64, p: f64) -> Vec<String> {
+        const UPDATED: &str = "balancePlatform.transfer.updated";
+        let mut rng = Rng(seed);
+        let mut events = Vec::new();
+        for transfer in fake.transfers() {
+            if !rng.chance(p) {
+                continue;
+            }
+            let (status, reason) = if is_refused(&transfer.id) {
+                ("refused", "notEnoughBalance")
+            } else {
+                ("booked", "approved")
+            };
+            if transfer.status != status {
+                // Adyen decides: lookups see the fate from now on.
+                fake.advance(&transfer.id, status, Some(reason));
+            }
+            if rng.chance(0.3) {
+                events.push(fake.event(&transfer, UPDATED, 1, "authorised", "approved"));
+            }
+            let event = fake.event(&transfer, UPDATED, 2 + rng.below(2), status, reason);
+            events.push(event.clone());
+            if rng.chance(0.3) {
+                events.push(event);
+            }
+            if status == "booked" && is_reversed(&transfer.id) {
+                events.push(fake.event(&transfer, UPDATED, 5, "returned", "approved"));
+            }
+        }
+        rng.shuffle(&mut events);
+        let mut notes = Vec::new();
+        for event in events {
+            let answer = handle_webhook(
+                &self.webhooks,
+                &Method::POST,
+                "/webhooks/adyen",
+                &event.headers(),
+                event.body.as_bytes(),
+                now_ms() / 1000,
+            )
+            .await;
+            let body = serde_json::from_str::<serde_json::Value>(&event.body).unwrap();
+            notes.push(format!(
+                "webhook {}:{} {}: {} {}",
+                body["data"]["id"].as_str().unwrap_or_default(),
+                body["data"]["sequenceNumber"],
+                body["data"]["status"].as_str().unwrap_or_default(),
+                answer.status.as_u16(),
+                answer.body
+            ));
+        }
+        notes
+    }
+
     /// Between rounds: leases of dead runs run out; sometimes a recipient is verified, and
     /// sometimes a day passes (the PSP forgets its keys; the items' clocks move with it).
     async fn between_rounds(&mut self, round: usize, chaos: bool) {
@@ -528,9 +813,11 @@ impl Scenario {
         }
         if self.no_funds {
             // Funds arrive: refusals already stored under keys are still replayed by Stripe.
-            for destination in self.destinations() {
-                if !self.rejected.contains(&destination) {
-                    self.fake.accept_destination(&destination);
+            if let Psp::Stripe(fake) = &self.fake {
+                for destination in self.destinations() {
+                    if !self.rejected.contains(&destination) {
+                        fake.accept_destination(&destination);
+                    }
                 }
             }
             self.no_funds = false;
@@ -630,7 +917,7 @@ impl Scenario {
             return;
         }
         let item_id = self.rng.pick(&payable).clone();
-        let amount = draw_amount(&mut self.rng, self.currency, true);
+        let amount = draw_amount(&mut self.rng, self.fake.provider(), self.currency, true);
         self.env
             .client()
             .update_item()
@@ -656,15 +943,27 @@ impl Scenario {
     /// The invariants; each violation is one line.
     async fn check(&self) -> Vec<String> {
         let mut violations = Vec::new();
-        let transfers = self.fake.transfers();
+        let provider = self.fake.provider();
+        let transfers: Vec<Made> = self
+            .fake
+            .transfers()
+            .into_iter()
+            .filter(|t| t.item.as_ref().is_some_and(|r| r.batch_id == self.batch_id))
+            .collect();
+        fn of<'a>(transfers: &'a [Made], item_id: &str) -> Vec<&'a Made> {
+            transfers
+                .iter()
+                .filter(|t| t.item.as_ref().is_some_and(|r| r.item_id == item_id))
+                .collect()
+        }
+        let of_item = |item_id: &str| of(&transfers, item_id);
+        // What moved money: a transfer Adyen refused paid nothing.
         let mut per_item: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for transfer in &transfers {
-            if transfer.metadata.get("batch_id") == Some(&self.batch_id) {
-                per_item
-                    .entry(transfer.metadata["item_id"].clone())
-                    .or_default()
-                    .push(transfer.id.clone());
-            }
+        for transfer in transfers.iter().filter(|t| !t.refused) {
+            per_item
+                .entry(transfer.item.as_ref().unwrap().item_id.clone())
+                .or_default()
+                .push(transfer.id.clone());
         }
         let items = self.env.items(&self.batch_id).await;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -681,17 +980,14 @@ impl Scenario {
             }
             let expected_amounts: Vec<i64> = self.amounts[&item.item_id]
                 .iter()
-                .filter_map(|amount| stripe_minor_units(self.currency, amount))
+                .filter_map(|amount| self.fake.minor_units(self.currency, amount))
                 .collect();
-            for transfer in transfers.iter().filter(|t| {
-                t.metadata.get("batch_id") == Some(&self.batch_id)
-                    && t.metadata.get("item_id") == Some(&item.item_id)
-            }) {
+            for transfer in of_item(&item.item_id) {
                 if !expected_amounts.contains(&transfer.amount)
-                    || transfer.currency != self.currency.to_ascii_lowercase()
+                    || transfer.currency != self.fake.recorded_currency(self.currency)
                 {
                     violations.push(format!(
-                        "{} paid {} {}, Stripe should have read one of {expected_amounts:?} {}",
+                        "{} paid {} {}, {provider} should have read one of {expected_amounts:?} {}",
                         item.item_id, transfer.amount, transfer.currency, self.currency
                     ));
                 }
@@ -730,9 +1026,17 @@ impl Scenario {
                             .failure_reason
                             .as_deref()
                             .is_some_and(|r| r.contains("not payable"));
+                    // Adyen refused every transfer made for it, and said so.
+                    let refused_by_psp = of_item(&item.item_id).iter().any(|t| t.refused)
+                        && item
+                            .failure_reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("refused"));
                     let explained = match item.status {
                         ItemStatus::PendingKyc => self.unverified.contains(user),
-                        ItemStatus::Failed => self.rejected.contains(destination) || refused_amount,
+                        ItemStatus::Failed => {
+                            self.rejected.contains(destination) || refused_amount || refused_by_psp
+                        }
                         _ => false,
                     };
                     if !explained {
@@ -773,7 +1077,7 @@ impl Scenario {
     }
 }
 
-async fn run_scenario(seed: u64) -> (u64, Vec<String>, Vec<String>) {
+async fn run_scenario(seed: u64) -> (&'static str, u64, Vec<String>, Vec<String>) {
     let mut scenario = Scenario::new(seed).await;
     let rounds = 2 + scenario.rng.below(4) as usize;
     for round in 0..rounds {
@@ -783,6 +1087,7 @@ async fn run_scenario(seed: u64) -> (u64, Vec<String>, Vec<String>) {
     scenario.settle().await;
     let violations = scenario.check().await;
     (
+        scenario.fake.provider(),
         scenario.faults,
         violations,
         std::mem::take(&mut scenario.trace),
@@ -814,8 +1119,9 @@ async fn randomized_faults_never_pay_twice_or_lose_an_item() {
             }
         })
         .buffer_unordered(8);
-    while let Some((seed, (faults, violations, trace))) = results.next().await {
+    while let Some((seed, (provider, faults, violations, trace))) = results.next().await {
         totals.scenarios += 1;
+        totals.adyen += u64::from(provider == "adyen");
         totals.faults += faults;
         if !violations.is_empty() {
             totals.violations += violations.len() as u64;
@@ -827,8 +1133,12 @@ async fn randomized_faults_never_pay_twice_or_lose_an_item() {
         }
     }
     println!(
-        "fault simulation: {} scenarios, {} faults injected, {} invariant violations",
-        totals.scenarios, totals.faults, totals.violations
+        "fault simulation: {} scenarios ({} through Stripe, {} through Adyen), {} faults injected, {} invariant violations",
+        totals.scenarios,
+        totals.scenarios - totals.adyen,
+        totals.adyen,
+        totals.faults,
+        totals.violations
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
