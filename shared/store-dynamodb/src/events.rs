@@ -109,8 +109,17 @@ impl DynamoDbRepository {
                 .set(attr::STATUS, status(ItemStatus::Paid))
                 .set(attr::PAID_AT, now)
                 .remove(attr::LEASE_UNTIL),
+            // A failure never moves an item an attempt holds: the event may be about an earlier
+            // key's transfer while this attempt is paying under a new key (failing the item would
+            // let a next attempt pay a third time). The PSP redelivers it once the attempt ends.
             PaymentEventKind::Failed { reason } => expression
-                .require_in(attr::STATUS, in_flight.to_vec())
+                .require_equal_or_unleased(
+                    attr::STATUS,
+                    status(ItemStatus::Processing),
+                    status(ItemStatus::Submitting),
+                    attr::LEASE_UNTIL,
+                    n(now_ms),
+                )
                 .set(attr::STATUS, status(ItemStatus::Failed))
                 .set(attr::FAILURE_REASON, s(reason))
                 .remove(attr::LEASE_UNTIL),
@@ -170,6 +179,20 @@ impl DynamoDbRepository {
         }
         let old = reasons[1].item();
         let current = old.and_then(|old: &Record| status_of(old));
+        let held_by_attempt = matches!(kind_of(event), Some(PaymentEventKind::Failed { .. }))
+            && current == Some(ItemStatus::Submitting)
+            && old
+                .and_then(|old| old.get(attr::LEASE_UNTIL))
+                .and_then(|lease| lease.as_n().ok())
+                .and_then(|lease| lease.parse::<u64>().ok())
+                .is_some_and(|lease| lease >= now_ms);
+        if held_by_attempt {
+            // Nothing was written (the transaction was cancelled): the PSP redelivers later.
+            return Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: "a failure event for an item an attempt holds right now; redeliver after the attempt".into(),
+            });
+        }
         let holdable = old.is_some_and(|old| may_record_later(old, provider, event));
         let outcome = match (holdable, current) {
             (true, _) => "held: the item does not record this transfer yet".to_owned(),
@@ -432,6 +455,10 @@ fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool 
         && !retired
         && own_provider
         && get_s(old, attr::PROVIDER_PAYOUT_ID) != Some(transfer_id.as_str())
+}
+
+fn kind_of(event: &PaymentEvent) -> Option<&PaymentEventKind> {
+    event.kind.as_ref()
 }
 
 /// A held event as settlement applies it.

@@ -127,6 +127,25 @@ impl Expression {
         self
     }
 
+    /// Condition: `attribute = settled`, or `attribute = idle` while `lease` is absent or below
+    /// `now` (nothing holds the record).
+    pub fn require_equal_or_unleased(
+        mut self,
+        attribute: &str,
+        settled: AttributeValue,
+        idle: AttributeValue,
+        lease: &str,
+        now: AttributeValue,
+    ) -> Self {
+        let name = self.name(attribute);
+        let (settled, idle) = (self.value(settled), self.value(idle));
+        let (lease, now) = (self.name(lease), self.value(now));
+        self.conditions.push(format!(
+            "({name} = {settled} OR ({name} = {idle} AND (attribute_not_exists({lease}) OR {lease} < {now})))"
+        ));
+        self
+    }
+
     /// Condition: the attribute is absent or less than `value`.
     pub fn require_absent_or_below(mut self, attribute: &str, value: AttributeValue) -> Self {
         let (name, value) = (self.name(attribute), self.value(value));

@@ -860,3 +860,51 @@ async fn a_batch_turned_unpayable_with_an_item_in_flight_is_retried_not_dropped(
         "an undecodable interrupted item must keep the job: {disposition:?}"
     );
 }
+
+/// A failure event for an earlier key's transfer, arriving while an attempt holds the item and is
+/// paying under a new key, must not fail the item: a next attempt would pay a third time. The
+/// event is refused for now (nothing written, the PSP redelivers) and the attempt records its
+/// transfer. Found by the fault simulation (Adyen, seeds 0x10614 and 0x11140).
+#[tokio::test]
+async fn a_failure_event_never_moves_an_item_an_attempt_holds() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-held-attempt", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let store = env.repository();
+    let clock = env.clock.clone();
+    let adapter = Arc::new(HookedSandbox {
+        inner: Arc::new(SandboxPsp::new(Duration::ZERO)),
+        hook: std::sync::Mutex::new(Some(Box::new(move |_made: String| {
+            Box::pin(async move {
+                let old = transfer_event(
+                    "evt_old_refused",
+                    "tr_earlier_key",
+                    "b-held-attempt",
+                    "item-00001",
+                    PaymentEventKind::Failed {
+                        reason: "refused".into(),
+                    },
+                );
+                let outcome = apply_payment_event(store.as_ref(), &clock, "sandbox", &old).await;
+                assert!(
+                    outcome.is_err(),
+                    "applied while an attempt holds the item: {outcome:?}"
+                );
+            })
+        }))),
+    });
+    let summary = env
+        .executor_with(adapter.clone(), test_config())
+        .execute_payout_batch("b-held-attempt", None)
+        .await
+        .unwrap();
+    assert_eq!(summary.submitted, 1, "{summary:?}");
+    let item = env.item("b-held-attempt", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    assert_eq!(
+        item.provider_payout_id.as_deref(),
+        Some(adapter.inner.transfers()[0].id.as_str())
+    );
+}
