@@ -32,7 +32,7 @@ pub(crate) fn get_s<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
     }
 }
 
-fn get_n<T: std::str::FromStr>(record: &Record, name: &str) -> Option<T> {
+pub(crate) fn get_n<T: std::str::FromStr>(record: &Record, name: &str) -> Option<T> {
     match record.get(name) {
         Some(AttributeValue::N(value)) => value.parse().ok(),
         _ => None,

@@ -3,7 +3,7 @@
 //! when none of its items is left in flight (`docs/design.md#webhooks-and-settlement`).
 
 use crate::DynamoDbRepository;
-use crate::codec::{Record, get_s, n, s, status, status_of, unavailable, unbuildable};
+use crate::codec::{Record, get_n, get_s, n, s, status, status_of, unavailable, unbuildable};
 use crate::expression::Expression;
 use crate::schema::{EVENT_RETENTION_SECS, PROVIDER_PAYOUT_ID_INDEX, attr, keys};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -179,12 +179,10 @@ impl DynamoDbRepository {
         }
         let old = reasons[1].item();
         let current = old.and_then(|old: &Record| status_of(old));
-        let held_by_attempt = matches!(kind_of(event), Some(PaymentEventKind::Failed { .. }))
+        let held_by_attempt = matches!(event.kind, Some(PaymentEventKind::Failed { .. }))
             && current == Some(ItemStatus::Submitting)
             && old
-                .and_then(|old| old.get(attr::LEASE_UNTIL))
-                .and_then(|lease| lease.as_n().ok())
-                .and_then(|lease| lease.parse::<u64>().ok())
+                .and_then(|old| get_n::<u64>(old, attr::LEASE_UNTIL))
                 .is_some_and(|lease| lease >= now_ms);
         if held_by_attempt {
             // Nothing was written (the transaction was cancelled): the PSP redelivers later.
@@ -455,10 +453,6 @@ fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool 
         && !retired
         && own_provider
         && get_s(old, attr::PROVIDER_PAYOUT_ID) != Some(transfer_id.as_str())
-}
-
-fn kind_of(event: &PaymentEvent) -> Option<&PaymentEventKind> {
-    event.kind.as_ref()
 }
 
 /// A held event as settlement applies it.
