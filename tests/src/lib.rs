@@ -38,6 +38,7 @@ pub struct TestEnv {
     pub store: DynamoDbRepository,
     pub requests: RequestCounter,
     pub clock: ShiftedClock,
+    sdk_config: aws_config::SdkConfig,
 }
 
 /// The one executor configuration the tests start from; a test that needs other values says
@@ -51,9 +52,59 @@ pub fn test_config() -> ExecutorConfig {
     }
 }
 
-/// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …).
+/// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …), and
+/// injects the faults a test plans: a process that dies before its k-th write, or a request held
+/// back until the test lets it go (to interleave another writer at an exact point).
 #[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>, Arc<Mutex<RequestFaults>>);
+
+/// The faults [`RequestCounter`] injects.
+#[derive(Debug, Default)]
+struct RequestFaults {
+    /// Writes sent since [`RequestCounter::die_before_write`] was called, and the one that fails.
+    writes: u64,
+    die_at_write: Option<u64>,
+    pause: Option<Pause>,
+}
+
+/// A request whose body contains `marker` waits (its thread blocked) until the test lets it go.
+#[derive(Debug)]
+struct Pause {
+    marker: String,
+    reached: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+/// The test's side of [`RequestCounter::pause_at`].
+pub struct PausedRequest {
+    reached: std::sync::mpsc::Receiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl PausedRequest {
+    /// Waits (off the async runtime) until the marked request is held back.
+    pub async fn reached(&self) {
+        let reached = &self.reached;
+        tokio::task::block_in_place(|| {
+            reached
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the marked request was never sent")
+        });
+    }
+
+    /// Lets the held-back request go on.
+    pub fn release(&self) {
+        let _ = self.go.send(());
+    }
+}
+
+const WRITE_OPERATIONS: &[&str] = &[
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
 
 impl RequestCounter {
     /// Requests per operation since the last reset.
@@ -71,6 +122,30 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.0.lock().unwrap().clear();
+    }
+
+    /// From now on, the `k`-th write request (1-based) and every later one fail before they are
+    /// sent, as if the process died there; `None` lifts the fault.
+    pub fn die_before_write(&self, k: Option<u64>) {
+        let mut faults = self.1.lock().unwrap();
+        faults.writes = 0;
+        faults.die_at_write = k;
+    }
+
+    /// The next request whose body contains `marker` is held back (its thread blocked) until
+    /// the returned handle lets it go. Needs a multi-threaded runtime.
+    pub fn pause_at(&self, marker: &str) -> PausedRequest {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        self.1.lock().unwrap().pause = Some(Pause {
+            marker: marker.to_owned(),
+            reached: reached_tx,
+            go: go_rx,
+        });
+        PausedRequest {
+            reached: reached_rx,
+            go: go_tx,
+        }
     }
 }
 
@@ -91,7 +166,31 @@ impl Intercept for RequestCounter {
             .get("x-amz-target")
             .unwrap_or("unknown");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        *self.0.lock().unwrap().entry(operation).or_default() += 1;
+        *self.0.lock().unwrap().entry(operation.clone()).or_default() += 1;
+        let body = context.request().body().bytes().unwrap_or_default();
+        let pause = {
+            let mut faults = self.1.lock().unwrap();
+            if WRITE_OPERATIONS.contains(&operation.as_str()) {
+                faults.writes += 1;
+                if faults.die_at_write.is_some_and(|k| faults.writes >= k) {
+                    return Err(format!(
+                        "injected: the process died before write {}",
+                        faults.writes
+                    )
+                    .into());
+                }
+            }
+            let marked = faults
+                .pause
+                .as_ref()
+                .is_some_and(|p| String::from_utf8_lossy(body).contains(p.marker.as_str()));
+            if marked { faults.pause.take() } else { None }
+        };
+        if let Some(pause) = pause {
+            let _ = pause.reached.send(());
+            // Hands this worker's queued tasks to another thread while it waits.
+            tokio::task::block_in_place(|| pause.go.recv_timeout(Duration::from_secs(30))).ok();
+        }
         Ok(())
     }
 }
@@ -146,7 +245,23 @@ impl TestEnv {
             store: DynamoDbRepository::new(client, &names[0], &names[1]),
             requests,
             clock: ShiftedClock::new(),
+            sdk_config,
         }
+    }
+
+    /// The same tables through a client of its own, with its own request counter and faults:
+    /// one writer (the webhook function, say) can die mid-request while the others go on.
+    pub fn repository_with_own_faults(&self) -> (Arc<dyn PayoutRepository>, RequestCounter) {
+        let requests = RequestCounter::default();
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+            .interceptor(requests.clone())
+            .build();
+        let store = DynamoDbRepository::new(
+            Client::from_conf(config),
+            self.store.payouts_table(),
+            self.store.settings_table(),
+        );
+        (Arc::new(store), requests)
     }
 
     pub fn client(&self) -> &Client {

@@ -163,6 +163,9 @@ pub struct PayoutItem {
     pub failure_reason: Option<String>,
     pub provider_payout_id: Option<String>,
     pub attempt: AttemptState,
+    /// Transfers with webhook events held until the item records them
+    /// (`docs/design.md#webhooks-and-settlement`).
+    pub held_transfer_ids: Vec<String>,
 }
 
 /// The longest item id: with the batch id, it fits every PSP's idempotency key.

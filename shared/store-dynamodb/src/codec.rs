@@ -132,6 +132,10 @@ pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreE
             reconcile_since_ms: get_n(record, attr::RECONCILE_SINCE),
             updated_ms: get_s(record, attr::UPDATED_AT).and_then(ms_from_rfc3339),
         },
+        held_transfer_ids: match record.get(attr::HELD_TRANSFER_IDS) {
+            Some(AttributeValue::Ss(ids)) => ids.clone(),
+            _ => Vec::new(),
+        },
     })
 }
 

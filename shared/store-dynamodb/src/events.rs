@@ -191,69 +191,131 @@ impl DynamoDbRepository {
                 message: "a failure event for an item an attempt holds right now; redeliver after the attempt".into(),
             });
         }
-        let holdable = old.is_some_and(|old| may_record_later(old, provider, event));
-        let outcome = match (holdable, current) {
-            (true, _) => "held: the item does not record this transfer yet".to_owned(),
-            (false, current) => format!(
-                "not applicable: item is {}",
-                current.map(ItemStatus::as_str).unwrap_or("unknown")
-            ),
-        };
+        if old.is_some_and(|old| may_record_later(old, provider, event)) {
+            return self
+                .hold_event(provider, event, item, current, now_ms)
+                .await;
+        }
+        let outcome = format!(
+            "not applicable: item is {}",
+            current.map(ItemStatus::as_str).unwrap_or("unknown")
+        );
         if !self
             .put_event_once(provider, event, Some(item), &outcome, now_ms)
             .await?
         {
             return Ok(EventApplied::Duplicate);
         }
-        if !holdable {
-            return Ok(EventApplied::NotApplicable { current });
-        }
-        self.put_held_event(provider, event, item, now_ms).await?;
-        Ok(EventApplied::Held { current })
+        Ok(EventApplied::NotApplicable { current })
     }
 
-    /// Keeps `event` under its transfer until the item records that transfer.
-    async fn put_held_event(
+    /// Keeps `event` under its transfer until the item records that transfer, in one
+    /// transaction: the event recorded as seen, the held record, and the transfer added to the
+    /// item's `heldTransferIds`. All or nothing, so a delivery that dies halfway leaves nothing
+    /// that would make the redelivery a duplicate of an event never kept.
+    async fn hold_event(
         &self,
         provider: &str,
         event: &PaymentEvent,
         item: &PayoutItem,
+        current: Option<ItemStatus>,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let (Some(transfer_id), Some(kind)) = (&event.provider_payout_id, &event.kind) else {
-            return Ok(());
+    ) -> Result<EventApplied, StoreError> {
+        let seen = self.event_put(
+            provider,
+            event,
+            Some(item),
+            "held: the item does not record this transfer yet",
+            now_ms,
+        )?;
+        let (Some(held), Some(transfer_id)) = (
+            held_record(provider, event, item, now_ms),
+            event.provider_payout_id.as_deref(),
+        ) else {
+            return Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: "an event without a transfer or a kind cannot be held".into(),
+            });
         };
-        let (kind_name, reason) = match kind {
-            PaymentEventKind::Paid => ("paid", None),
-            PaymentEventKind::Failed { reason } => ("failed", Some(reason)),
-            PaymentEventKind::Reversed { reason } => ("reversed", Some(reason)),
-        };
-        let mut record = HashMap::from([
-            (attr::PK.to_owned(), s(keys::held_pk(provider, transfer_id))),
-            (attr::SK.to_owned(), s(keys::held_sk(&event.event_id))),
-            (attr::EVENT_ID.to_owned(), s(&event.event_id)),
-            (attr::EVENT_TYPE.to_owned(), s(&event.event_type)),
-            (attr::EVENT_KIND.to_owned(), s(kind_name)),
-            (attr::BATCH_ID.to_owned(), s(&item.batch_id)),
-            (attr::ITEM_ID.to_owned(), s(&item.item_id)),
-            (attr::TRANSFER_ID.to_owned(), s(transfer_id)),
-            (attr::RECEIVED_AT.to_owned(), s(rfc3339_from_ms(now_ms))),
-            (
-                attr::EXPIRES_AT.to_owned(),
-                n(now_ms / 1000 + EVENT_RETENTION_SECS),
-            ),
-        ]);
-        if let Some(reason) = reason {
-            record.insert(attr::EVENT_REASON.to_owned(), s(reason));
-        }
-        self.client()
-            .put_item()
+        let held = Put::builder()
             .table_name(self.payouts_table())
-            .set_item(Some(record))
+            .set_item(Some(held))
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))?;
+        let mark = Expression::new()
+            .require_present(attr::PK)
+            .add_to_set(attr::HELD_TRANSFER_IDS, transfer_id)
+            .build();
+        let mark = Update::builder()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(&item.batch_id)))
+            .key(attr::SK, s(keys::item_sk(&item.item_id)))
+            .set_update_expression(mark.update)
+            .set_condition_expression(mark.condition)
+            .set_expression_attribute_names(mark.names)
+            .set_expression_attribute_values(mark.values)
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))?;
+        let result = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(seen).build())
+            .transact_items(TransactWriteItem::builder().put(held).build())
+            .transact_items(TransactWriteItem::builder().update(mark).build())
             .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(EventApplied::Held { current }),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(EventApplied::Duplicate)
+                }
+                _ => Err(unavailable("TransactWriteItems", err)),
+            },
+        }
+    }
+
+    /// Takes `transfer_id` out of the item's `heldTransferIds` once its held events are applied.
+    pub(crate) async fn unmark_held_transfer(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        transfer_id: &str,
+    ) -> Result<(), StoreError> {
+        let expression = Expression::new()
+            .require_present(attr::PK)
+            .delete_from_set(attr::HELD_TRANSFER_IDS, transfer_id);
+        let parts = expression.build();
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::item_sk(item_id)))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The item is gone: nothing left to unmark.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(unavailable("UpdateItem", err)),
+        }
     }
 
     pub(crate) async fn read_held_events(
@@ -453,6 +515,43 @@ fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool 
         && !retired
         && own_provider
         && get_s(old, attr::PROVIDER_PAYOUT_ID) != Some(transfer_id.as_str())
+}
+
+/// The held record of `event` (`HELD#<provider>#<transferId>`, `EVENT#<eventId>`), or `None`
+/// for an event without a transfer or a kind.
+fn held_record(
+    provider: &str,
+    event: &PaymentEvent,
+    item: &PayoutItem,
+    now_ms: u64,
+) -> Option<Record> {
+    let (Some(transfer_id), Some(kind)) = (&event.provider_payout_id, &event.kind) else {
+        return None;
+    };
+    let (kind_name, reason) = match kind {
+        PaymentEventKind::Paid => ("paid", None),
+        PaymentEventKind::Failed { reason } => ("failed", Some(reason)),
+        PaymentEventKind::Reversed { reason } => ("reversed", Some(reason)),
+    };
+    let mut record = HashMap::from([
+        (attr::PK.to_owned(), s(keys::held_pk(provider, transfer_id))),
+        (attr::SK.to_owned(), s(keys::held_sk(&event.event_id))),
+        (attr::EVENT_ID.to_owned(), s(&event.event_id)),
+        (attr::EVENT_TYPE.to_owned(), s(&event.event_type)),
+        (attr::EVENT_KIND.to_owned(), s(kind_name)),
+        (attr::BATCH_ID.to_owned(), s(&item.batch_id)),
+        (attr::ITEM_ID.to_owned(), s(&item.item_id)),
+        (attr::TRANSFER_ID.to_owned(), s(transfer_id)),
+        (attr::RECEIVED_AT.to_owned(), s(rfc3339_from_ms(now_ms))),
+        (
+            attr::EXPIRES_AT.to_owned(),
+            n(now_ms / 1000 + EVENT_RETENTION_SECS),
+        ),
+    ]);
+    if let Some(reason) = reason {
+        record.insert(attr::EVENT_REASON.to_owned(), s(reason));
+    }
+    Some(record)
 }
 
 /// A held event as settlement applies it.

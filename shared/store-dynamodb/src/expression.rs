@@ -5,11 +5,13 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
-/// An update (SET/REMOVE clauses) and its condition, with their placeholders.
+/// An update (SET/REMOVE/ADD/DELETE clauses) and its condition, with their placeholders.
 #[derive(Debug, Default, Clone)]
 pub struct Expression {
     set: Vec<String>,
     remove: Vec<String>,
+    add: Vec<String>,
+    delete: Vec<String>,
     conditions: Vec<String>,
     projection: Vec<String>,
     names: HashMap<String, String>,
@@ -69,6 +71,28 @@ impl Expression {
         self.set.push(format!(
             "{name} = list_append(if_not_exists({name}, {empty}), {value})"
         ));
+        self
+    }
+
+    /// `ADD attribute :{value}`: puts `value` in a string set that may not exist yet
+    /// (commutes with every other writer of the item).
+    pub fn add_to_set(mut self, attribute: &str, value: &str) -> Self {
+        let (name, value) = (
+            self.name(attribute),
+            self.value(AttributeValue::Ss(vec![value.to_owned()])),
+        );
+        self.add.push(format!("{name} {value}"));
+        self
+    }
+
+    /// `DELETE attribute :{value}`: takes `value` out of a string set (DynamoDB drops the
+    /// attribute when the set becomes empty).
+    pub fn delete_from_set(mut self, attribute: &str, value: &str) -> Self {
+        let (name, value) = (
+            self.name(attribute),
+            self.value(AttributeValue::Ss(vec![value.to_owned()])),
+        );
+        self.delete.push(format!("{name} {value}"));
         self
     }
 
@@ -181,6 +205,12 @@ impl Expression {
         }
         if !self.remove.is_empty() {
             update.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        if !self.add.is_empty() {
+            update.push(format!("ADD {}", self.add.join(", ")));
+        }
+        if !self.delete.is_empty() {
+            update.push(format!("DELETE {}", self.delete.join(", ")));
         }
         ExpressionParts {
             update: (!update.is_empty()).then(|| update.join(" ")),

@@ -152,6 +152,16 @@ impl PayoutRepository for DynamoDbRepository {
             .await
     }
 
+    async fn forget_held_transfer(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        transfer_id: &str,
+    ) -> Result<(), StoreError> {
+        self.unmark_held_transfer(batch_id, item_id, transfer_id)
+            .await
+    }
+
     async fn record_event_once(
         &self,
         provider: &str,

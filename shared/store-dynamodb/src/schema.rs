@@ -45,6 +45,10 @@ pub mod attr {
     /// Added by the executor: transfers of earlier key generations, which no event may settle
     /// the item by any more.
     pub const PREVIOUS_PAYOUT_IDS: &str = "previousPayoutIds";
+    /// Added by settlement: the transfers (string set) that have events held until the item
+    /// records them; whoever sees the item record one of them applies its held events, and the
+    /// transfer leaves the set once they are applied.
+    pub const HELD_TRANSFER_IDS: &str = "heldTransferIds";
     /// Added by the executor: the provider the item's transfers are made through; events from
     /// any other provider never settle it.
     pub const ITEM_PROVIDER: &str = "provider";

@@ -14,9 +14,9 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method};
-use integration_tests::TestEnv;
 use integration_tests::fakes::adyen::{self, FakeAdyen};
 use integration_tests::fakes::stripe::{FakeStripe, Fault};
+use integration_tests::{RequestCounter, TestEnv};
 use payouts_core::clock::now_ms;
 use payouts_core::domain::ItemStatus;
 use payouts_core::executor::{Executor, ExecutorConfig};
@@ -329,6 +329,14 @@ struct Totals {
     violations: u64,
 }
 
+/// Whether a webhook delivery may die mid-request (the chaos rounds) or not (the final
+/// redelivery of every event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deliveries {
+    MayDie,
+    Reliable,
+}
+
 struct Scenario {
     rng: Rng,
     trace: Vec<String>,
@@ -337,6 +345,10 @@ struct Scenario {
     fake: Psp,
     adapter: Arc<CrashingAdapter>,
     webhooks: WebhookApp,
+    /// The webhook function's own DynamoDB client: a delivery can die mid-request.
+    webhook_faults: RequestCounter,
+    /// A stream of its own for webhooks between rounds (the other draws stay as they were).
+    between: Rng,
     batch_id: String,
     /// item id → (user id, destination account)
     items: BTreeMap<String, (String, String)>,
@@ -486,8 +498,9 @@ impl Scenario {
             plan: Mutex::new(None),
             crashed: Notify::new(),
         });
+        let (webhook_store, webhook_faults) = env.repository_with_own_faults();
         let webhooks = WebhookApp {
-            store: env.repository(),
+            store: webhook_store,
             adapters: PaymentAdapterRegistry::new().register(adapter.clone()),
             clock: Arc::new(env.clock.clone()),
         };
@@ -563,6 +576,8 @@ impl Scenario {
             fake,
             adapter,
             webhooks,
+            webhook_faults,
+            between: Rng(seed.rotate_left(17) ^ 0xbe7e),
             batch_id,
             items,
             unverified,
@@ -608,6 +623,7 @@ impl Scenario {
             self.trace
                 .push(format!("round {round}: PSP fault {name} on {destination}"));
         }
+        let mut crash_plan = None;
         if self.rng.chance(0.3) {
             let destination = self.rng.pick(&destinations).clone();
             let point = if self.rng.chance(0.5) {
@@ -616,6 +632,7 @@ impl Scenario {
                 CrashPoint::AfterAnswer
             };
             *self.adapter.plan.lock().unwrap() = Some((destination.clone(), point));
+            crash_plan = Some((destination.clone(), point));
             self.faults += 1;
             self.trace.push(format!(
                 "round {round}: crash planned {point:?} on {destination}"
@@ -642,7 +659,8 @@ impl Scenario {
         let hooks = async {
             if early_webhooks {
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                self.deliver_webhooks(webhook_seed, 0.5).await
+                self.deliver_webhooks(webhook_seed, 0.5, Deliveries::MayDie)
+                    .await
             } else {
                 Vec::new()
             }
@@ -656,19 +674,62 @@ impl Scenario {
                         Err(err) => self.trace.push(format!("round {round}: run failed: {err}")),
                     }
                 }
+                self.faults += notes.iter().filter(|n| n.contains("(died before write")).count() as u64;
                 self.trace.extend(notes);
                 *self.adapter.plan.lock().unwrap() = None;
             }
-            _ = crash => self.trace.push(format!("round {round}: CRASH: every run in flight dropped")),
+            _ = crash => {
+                self.trace.push(format!("round {round}: CRASH: every run in flight dropped"));
+                // Upstream edits the item whose answer was lost: the next attempt under its key is
+                // refused as changed, and the item waits for a lookup while its events arrive.
+                if let Some((destination, CrashPoint::AfterAnswer)) = crash_plan
+                    && self.between.chance(0.5)
+                {
+                    let item_id = self
+                        .items
+                        .iter()
+                        .find(|(_, (_, d))| *d == destination)
+                        .map(|(id, _)| id.clone());
+                    if let Some(item_id) = item_id.filter(|id| !self.unpayable.contains(id)) {
+                        self.edit_amount_of(round, item_id).await;
+                    }
+                }
+            }
         }
+    }
+
+    /// One signed delivery to the webhook function. One in five dies before its first, second
+    /// or third DynamoDB write (a function killed mid-request: what it wrote stays, the rest
+    /// never happens); the PSP redelivers every event at the end. Returns the answer as a note.
+    async fn deliver(
+        &self,
+        dies: &mut Rng,
+        deliveries: Deliveries,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: u64,
+    ) -> String {
+        let die_at =
+            (deliveries == Deliveries::MayDie && dies.chance(0.2)).then(|| 1 + dies.below(3));
+        self.webhook_faults.die_before_write(die_at);
+        let answer =
+            handle_webhook(&self.webhooks, &Method::POST, path, headers, body, now_secs).await;
+        self.webhook_faults.die_before_write(None);
+        let died = die_at
+            .map(|k| format!(" (died before write {k})"))
+            .unwrap_or_default();
+        format!("{} {}{died}", answer.status.as_u16(), answer.body)
     }
 
     /// Sends `transfer.created` for a random subset (share `p`) of the transfers the fake made,
     /// shuffled, some twice. Returns trace notes.
-    async fn deliver_webhooks(&self, seed: u64, p: f64) -> Vec<String> {
+    async fn deliver_webhooks(&self, seed: u64, p: f64, deliveries: Deliveries) -> Vec<String> {
         let fake = match &self.fake {
             Psp::Stripe(fake) => fake,
-            Psp::Adyen(fake) => return self.deliver_adyen_webhooks(fake, seed, p).await,
+            Psp::Adyen(fake) => {
+                return self.deliver_adyen_webhooks(fake, seed, p, deliveries).await;
+            }
         };
         let mut rng = Rng(seed);
         let mut events = Vec::new();
@@ -703,6 +764,7 @@ impl Scenario {
             }
         }
         rng.shuffle(&mut events);
+        let mut dies = Rng(!seed);
         let mut notes = Vec::new();
         for body in events {
             let now = now_ms() / 1000;
@@ -712,24 +774,21 @@ impl Scenario {
                 "stripe-signature",
                 HeaderValue::from_str(&signature).unwrap(),
             );
-            let answer = handle_webhook(
-                &self.webhooks,
-                &Method::POST,
-                "/webhooks/stripe",
-                &headers,
-                body.as_bytes(),
-                now,
-            )
-            .await;
+            let answer = self
+                .deliver(
+                    &mut dies,
+                    deliveries,
+                    "/webhooks/stripe",
+                    &headers,
+                    body.as_bytes(),
+                    now,
+                )
+                .await;
             let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
                 .as_str()
                 .unwrap()
                 .to_owned();
-            notes.push(format!(
-                "webhook {id}: {} {}",
-                answer.status.as_u16(),
-                answer.body
-            ));
+            notes.push(format!("webhook {id}: {answer}"));
         }
         notes
     }
@@ -739,7 +798,13 @@ impl Scenario {
     /// `refused` for those Adyen refuses, the fake's state moved with it), some after an
     /// `authorised`, some twice, `returned` after `booked` for those taken back; shuffled,
     /// each signed with the HMAC key.
-    async fn deliver_adyen_webhooks(&self, fake: &FakeAdyen, seed: u64, p: f64) -> Vec<String> {
+    async fn deliver_adyen_webhooks(
+        &self,
+        fake: &FakeAdyen,
+        seed: u64,
+        p: f64,
+        deliveries: Deliveries,
+    ) -> Vec<String> {
         const UPDATED: &str = "balancePlatform.transfer.updated";
         let mut rng = Rng(seed);
         let mut events = Vec::new();
@@ -769,25 +834,25 @@ impl Scenario {
             }
         }
         rng.shuffle(&mut events);
+        let mut dies = Rng(!seed);
         let mut notes = Vec::new();
         for event in events {
-            let answer = handle_webhook(
-                &self.webhooks,
-                &Method::POST,
-                "/webhooks/adyen",
-                &event.headers(),
-                event.body.as_bytes(),
-                now_ms() / 1000,
-            )
-            .await;
+            let answer = self
+                .deliver(
+                    &mut dies,
+                    deliveries,
+                    "/webhooks/adyen",
+                    &event.headers(),
+                    event.body.as_bytes(),
+                    now_ms() / 1000,
+                )
+                .await;
             let body = serde_json::from_str::<serde_json::Value>(&event.body).unwrap();
             notes.push(format!(
-                "webhook {}:{} {}: {} {}",
+                "webhook {}:{} {}: {answer}",
                 body["data"]["id"].as_str().unwrap_or_default(),
                 body["data"]["sequenceNumber"],
                 body["data"]["status"].as_str().unwrap_or_default(),
-                answer.status.as_u16(),
-                answer.body
             ));
         }
         notes
@@ -865,6 +930,19 @@ impl Scenario {
                 ));
             }
         }
+        if chaos && self.between.chance(0.5) {
+            // Events arrive while no run is in flight: items left `failed` awaiting a lookup, or
+            // waiting for a recipient, hold them until their transfer is recorded.
+            let seed = self.between.next();
+            let notes = self.deliver_webhooks(seed, 1.0, Deliveries::MayDie).await;
+            self.faults += notes
+                .iter()
+                .filter(|n| n.contains("(died before write"))
+                .count() as u64;
+            self.trace
+                .push(format!("round {round}: webhooks between runs"));
+            self.trace.extend(notes);
+        }
         // The reconciliation settle delay (40 ms) passes.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -900,7 +978,7 @@ impl Scenario {
             }
         }
         let seed = self.rng.next();
-        let notes = self.deliver_webhooks(seed, 1.0).await;
+        let notes = self.deliver_webhooks(seed, 1.0, Deliveries::Reliable).await;
         self.trace.extend(notes);
     }
 
@@ -917,6 +995,11 @@ impl Scenario {
             return;
         }
         let item_id = self.rng.pick(&payable).clone();
+        self.edit_amount_of(round, item_id).await;
+    }
+
+    /// Upstream edits `item_id`'s `netAmount` to another payable amount.
+    async fn edit_amount_of(&mut self, round: usize, item_id: String) {
         let amount = draw_amount(&mut self.rng, self.fake.provider(), self.currency, true);
         self.env
             .client()

@@ -741,26 +741,22 @@ async fn continuations_resume_where_the_run_stopped_and_never_loop_on_failed_ite
     );
 }
 
-/// An event for a transfer the item does not record yet (here: the item is `failed` awaiting
-/// reconciliation) is held, not discarded: once reconciliation records that transfer, the held
-/// event settles the item.
-#[tokio::test]
-async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_later() {
-    let env = TestEnv::start().await;
+/// A one-item batch whose first attempt made a transfer (through the sandbox) and lost the
+/// answer, and whose later attempt under the same key was refused as changed: the item is
+/// `failed`, awaiting reconciliation, and records no transfer. Returns the PSP and the transfer.
+async fn failed_item_awaiting_lookup(env: &TestEnv, batch_id: &str) -> (Arc<SandboxPsp>, String) {
     let batch = items(1, "6.00");
-    env.seed_batch("b-held", "sandbox", "USD", &batch).await;
+    env.seed_batch(batch_id, "sandbox", "USD", &batch).await;
     env.seed_users(&verified_users(&batch)).await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
-    // The first attempt made the transfer, its answer was lost, and a later attempt under the
-    // same key was refused as changed: the item is failed, awaiting reconciliation.
     let made = psp
         .submit_transfer(&TransferRequest {
             idempotency_key: payouts_core::ports::payment::IdempotencyKey::for_item(
-                "b-held",
+                batch_id,
                 "item-00001",
                 0,
             ),
-            batch_id: "b-held".into(),
+            batch_id: batch_id.into(),
             item_id: "item-00001".into(),
             destination: "acct_user-00001".into(),
             amount_minor: 600,
@@ -770,7 +766,7 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
         .await
         .unwrap();
     env.set_item_attributes(
-        "b-held",
+        batch_id,
         "item-00001",
         &[
             (attr::STATUS, Some(s("failed"))),
@@ -781,9 +777,19 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
         ],
     )
     .await;
+    (psp, made.provider_payout_id)
+}
+
+/// An event for a transfer the item does not record yet (here: the item is `failed` awaiting
+/// reconciliation) is held, not discarded: once reconciliation records that transfer, the held
+/// event settles the item.
+#[tokio::test]
+async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_later() {
+    let env = TestEnv::start().await;
+    let (psp, made) = failed_item_awaiting_lookup(&env, "b-held").await;
     let event = transfer_event(
         "evt_before_record",
-        &made.provider_payout_id,
+        &made,
         "b-held",
         "item-00001",
         PaymentEventKind::Paid,
@@ -802,9 +808,131 @@ async fn an_event_that_came_before_its_transfer_was_recorded_settles_the_item_la
         .unwrap();
     let settled = env.item("b-held", "item-00001").await;
     assert_eq!(settled.status, ItemStatus::Paid, "{settled:?}");
-    assert_eq!(
-        settled.provider_payout_id.as_deref(),
-        Some(made.provider_payout_id.as_str())
+    assert_eq!(settled.provider_payout_id.as_deref(), Some(made.as_str()));
+    assert_eq!(psp.transfers().len(), 1, "never paid twice");
+}
+
+/// A webhook delivery that dies between any two of its writes while holding an event loses
+/// nothing: the PSP's redelivery is held again (never taken for a duplicate of an event that was
+/// not kept), and reconciliation applies it. Found by the fault simulation (Adyen, seed
+/// 0x10458): a crash cut a delivery short after the event was recorded as seen and before it was
+/// kept, and the `returned` event's redelivery was then a duplicate.
+#[tokio::test]
+async fn a_held_event_survives_a_delivery_that_dies_between_its_writes() {
+    for die_at in 1..=4 {
+        let env = TestEnv::start().await;
+        let batch_id = format!("b-held-crash-{die_at}");
+        let (psp, made) = failed_item_awaiting_lookup(&env, &batch_id).await;
+        let event = transfer_event(
+            "evt_crash",
+            &made,
+            &batch_id,
+            "item-00001",
+            PaymentEventKind::Paid,
+        );
+        let store = env.repository();
+        env.requests.die_before_write(Some(die_at));
+        let first = apply_payment_event(store.as_ref(), &env.clock, "sandbox", &event).await;
+        env.requests.die_before_write(None);
+        let again = apply_payment_event(store.as_ref(), &env.clock, "sandbox", &event)
+            .await
+            .unwrap();
+        env.executor(&psp, test_config())
+            .execute_payout_batch(&batch_id, None)
+            .await
+            .unwrap();
+        let item = env.item(&batch_id, "item-00001").await;
+        assert_eq!(
+            item.status,
+            ItemStatus::Paid,
+            "died before write {die_at} (first delivery {first:?}, redelivery {again:?}): {item:?}"
+        );
+    }
+}
+
+/// An event held while the executor is recording the same transfer (the executor's look for
+/// held events comes before the hold is written) is not stranded: whoever comes second applies
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_held_while_its_transfer_is_being_recorded_is_applied() {
+    let env = TestEnv::start().await;
+    let (psp, made) = failed_item_awaiting_lookup(&env, "b-held-race").await;
+    let event = transfer_event(
+        "evt_race",
+        &made,
+        "b-held-race",
+        "item-00001",
+        PaymentEventKind::Paid,
+    );
+    let paused = env.requests.pause_at("HELD#");
+    let (store, clock) = (env.repository(), env.clock.clone());
+    let webhook = tokio::spawn(async move {
+        apply_payment_event(store.as_ref(), &clock, "sandbox", &event).await
+    });
+    paused.reached().await;
+    // Reconciliation records the transfer while the event's hold is on its way.
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-held-race", None)
+        .await
+        .unwrap();
+    paused.release();
+    let outcome = webhook.await.unwrap().unwrap();
+    let item = env.item("b-held-race", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Paid, "{outcome:?}: {item:?}");
+    assert_eq!(psp.transfers().len(), 1, "never paid twice");
+}
+
+/// Events held for a transfer are applied even when the executor's record of that transfer is
+/// superseded: reconciliation found the transfer, and before it recorded it another event of
+/// the same transfer settled the item directly. Here the held event is a reversal, which must
+/// end on the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_held_for_a_transfer_apply_when_another_event_recorded_it_first() {
+    let env = TestEnv::start().await;
+    let (psp, made) = failed_item_awaiting_lookup(&env, "b-held-first").await;
+    let reversal = transfer_event(
+        "evt_reversed",
+        &made,
+        "b-held-first",
+        "item-00001",
+        PaymentEventKind::Reversed {
+            reason: "returned: approved".into(),
+        },
+    );
+    let store = env.repository();
+    let held = apply_payment_event(store.as_ref(), &env.clock, "sandbox", &reversal)
+        .await
+        .unwrap();
+    assert!(matches!(held, SettlementOutcome::Held { .. }), "{held:?}");
+    // The executor's record of the found transfer waits while the transfer's `paid` event
+    // settles the `submitting` item directly.
+    let paused = env.requests.pause_at(r#""processing""#);
+    let executor = env.executor(&psp, test_config());
+    let run =
+        tokio::spawn(async move { executor.execute_payout_batch("b-held-first", None).await });
+    paused.reached().await;
+    let paid = transfer_event(
+        "evt_paid",
+        &made,
+        "b-held-first",
+        "item-00001",
+        PaymentEventKind::Paid,
+    );
+    let applied = apply_payment_event(store.as_ref(), &env.clock, "sandbox", &paid)
+        .await
+        .unwrap();
+    assert!(
+        matches!(applied, SettlementOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+    paused.release();
+    run.await.unwrap().unwrap();
+    let item = env.item("b-held-first", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Paid, "{item:?}");
+    let raw = env.raw_item("b-held-first", "item-00001").await.unwrap();
+    assert!(
+        raw.contains_key(attr::REVERSAL_EVENT_ID),
+        "the held reversal must end on the item: {raw:?}"
     );
     assert_eq!(psp.transfers().len(), 1, "never paid twice");
 }

@@ -415,7 +415,7 @@ impl Executor {
                     provider_payout_id = %receipt.provider_payout_id, replayed = receipt.replayed, "item transition"
                 );
                 if receipt.replayed {
-                    self.release_held_events(provider, &receipt.provider_payout_id)
+                    self.release_held_events(provider, claim, &receipt.provider_payout_id)
                         .await;
                 }
             }
@@ -444,11 +444,13 @@ impl Executor {
 
     /// A transfer this attempt did not make (replayed, or found by reconciliation) may have had
     /// events before the item recorded it: they were held, and apply now.
-    async fn release_held_events(&self, provider: &str, transfer_id: &str) {
+    async fn release_held_events(&self, provider: &str, claim: &Claim, transfer_id: &str) {
         if let Err(err) = crate::settlement::apply_held_events(
             self.store.as_ref(),
             self.clock.as_ref(),
             provider,
+            &claim.batch_id,
+            &claim.item_id,
             transfer_id,
         )
         .await
@@ -668,6 +670,7 @@ mod tests {
             failure_reason: None,
             provider_payout_id: None,
             attempt,
+            held_transfer_ids: Vec::new(),
         }
     }
 

@@ -238,6 +238,8 @@ pub trait PayoutRepository: Send + Sync {
     ) -> Result<EventApplied, StoreError>;
 
     /// Events held for `transfer_id` of `provider` (see [`EventApplied::Held`]), oldest first.
+    /// Holding is one atomic write: the event recorded as seen, its held record, and the
+    /// transfer added to the item's [`crate::domain::PayoutItem::held_transfer_ids`].
     async fn held_events(
         &self,
         provider: &str,
@@ -250,6 +252,15 @@ pub trait PayoutRepository: Send + Sync {
         provider: &str,
         transfer_id: &str,
         event_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Takes `transfer_id` out of the item's held transfers once every event held for it has
+    /// been applied and forgotten (an item already gone is not an error).
+    async fn forget_held_transfer(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        transfer_id: &str,
     ) -> Result<(), StoreError>;
 
     /// Records an event that moves no item (unknown item, not applicable). Returns false when
