@@ -51,11 +51,17 @@ pub fn test_config() -> ExecutorConfig {
     }
 }
 
-/// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …).
+/// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …), and
+/// the bytes of the answers (their `content-length`).
 #[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>, Arc<AtomicU64>);
 
 impl RequestCounter {
+    /// Bytes of the answers received since the last reset.
+    pub fn bytes_received(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
+    }
+
     /// Requests per operation since the last reset.
     pub fn by_operation(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap().clone()
@@ -71,6 +77,7 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.0.lock().unwrap().clear();
+        self.1.store(0, Ordering::Relaxed);
     }
 }
 
@@ -92,6 +99,23 @@ impl Intercept for RequestCounter {
             .unwrap_or("unknown");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
         *self.0.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let length = context
+            .response()
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| context.response().body().bytes().map(|b| b.len() as u64))
+            .unwrap_or(0);
+        self.1.fetch_add(length, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 #[derive(Debug, Default, Clone)]
 pub struct Expression {
     set: Vec<String>,
+    add: Vec<String>,
     remove: Vec<String>,
     conditions: Vec<String>,
     projection: Vec<String>,
@@ -69,6 +70,20 @@ impl Expression {
         self.set.push(format!(
             "{name} = list_append(if_not_exists({name}, {empty}), {value})"
         ));
+        self
+    }
+
+    /// `ADD attribute value`: adds a number to an attribute that may not exist yet (as 0).
+    pub fn add(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let (name, value) = (self.name(attribute), self.value(value));
+        self.add.push(format!("{name} {value}"));
+        self
+    }
+
+    /// Condition: `attribute < value` (also a sort-key condition in a Query).
+    pub fn require_below(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let (name, value) = (self.name(attribute), self.value(value));
+        self.conditions.push(format!("{name} < {value}"));
         self
     }
 
@@ -159,6 +174,9 @@ impl Expression {
         let mut update = Vec::new();
         if !self.set.is_empty() {
             update.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.add.is_empty() {
+            update.push(format!("ADD {}", self.add.join(", ")));
         }
         if !self.remove.is_empty() {
             update.push(format!("REMOVE {}", self.remove.join(", ")));

@@ -264,6 +264,12 @@ impl Executor {
                 batch_id: batch_id.to_owned(),
                 reason: e.to_string(),
             })?;
+        // The batch's lifecycle and the baseline of its counts: `pending` → `executing` (the
+        // item total is recorded once), or re-opened when this run retries settled items.
+        let retry_settled = matches!(start, RunStart::Beginning);
+        self.store
+            .start_batch_run(batch_id, retry_settled, self.now_ms())
+            .await?;
         let read_by = deadline.map(|d| {
             d.checked_sub(self.config.start_reserve(ItemPath::Pay))
                 .unwrap_or(d)
