@@ -321,10 +321,11 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
         .start_batch_run("b-big", true, payouts_core::clock::now_ms())
         .await
         .unwrap();
-    // Every item but the first and the last ends refused (settled without a transfer).
+    // Three items in flight, at the start and the end of the batch; every other item ends
+    // refused (settled without a transfer). The batch spans several 1 MB pages.
     let all = env.items("b-big").await;
-    let (first, last) = (all[0].clone(), all[all.len() - 1].clone());
-    futures_util::stream::iter(all[1..all.len() - 1].iter().cloned())
+    let n = all.len();
+    futures_util::stream::iter(all[1..n - 2].iter().cloned())
         .map(|item| {
             let store = store.clone();
             async move {
@@ -337,30 +338,36 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    let first = in_processing(&env, first).await;
-    let last = in_processing(&env, last).await;
+    let first = in_processing(&env, all[0].clone()).await;
+    let next_to_last = in_processing(&env, all[n - 2].clone()).await;
+    let last = in_processing(&env, all[n - 1].clone()).await;
     assert_exact(&env, "b-big", "after the setup").await;
 
-    env.requests.reset();
-    let outcome = settle(&env, &paid("evt_last", &last)).await;
-    assert!(
-        matches!(
-            outcome,
-            SettlementOutcome::Applied {
-                batch_completion: None,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-    let requests = env.requests.by_operation();
-    assert!(
-        env.requests.total() <= 3,
-        "the last item's event, completion check included: {requests:?}"
-    );
+    for (event, position) in [
+        (paid("evt_last", &last), "last"),
+        (paid("evt_first", &first), "first"),
+    ] {
+        env.requests.reset();
+        let outcome = settle(&env, &event).await;
+        assert!(
+            matches!(
+                outcome,
+                SettlementOutcome::Applied {
+                    batch_completion: None,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let requests = env.requests.by_operation();
+        assert!(
+            env.requests.total() <= 3,
+            "the {position} item's event, completion check included: {requests:?}"
+        );
+    }
 
     env.requests.reset();
-    let outcome = settle(&env, &paid("evt_first", &first)).await;
+    let outcome = settle(&env, &paid("evt_completing", &next_to_last)).await;
     assert!(
         matches!(
             outcome,
@@ -375,12 +382,12 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
     assert_eq!(
         env.requests.total() - env.requests.get("UpdateItem"),
         3,
-        "the first item's event, completion check included: {requests:?}"
+        "the event that completes the batch, completion check included: {requests:?}"
     );
     assert_eq!(
         env.requests.get("UpdateItem"),
         1,
-        "and, as it completes the batch, the batch record's write: {requests:?}"
+        "and the batch record's write: {requests:?}"
     );
     assert_exact(&env, "b-big", "after the events").await;
 }
