@@ -85,25 +85,36 @@ impl From<PayoutItem> for ItemLine {
     }
 }
 
-/// A batch's status, read from every page of its items.
+/// A batch's status: its live per-status counts (one small read of its counter shards,
+/// whatever the batch's size), and its items when asked for.
 #[derive(Debug, Clone)]
 pub struct BatchStatus {
     pub batch: PayoutBatch,
     /// Items per status, every status of [`ItemStatus::ALL`] in that order (zeros included).
     pub counts: Vec<(ItemStatus, usize)>,
-    /// The `failed` and `pending_kyc` items, with their reasons, in item order.
+    /// Whether the counts come from the batch's counter shards (`false`: no run has started,
+    /// so they were counted from the items).
+    pub live_counts: bool,
+    /// The `failed` and `pending_kyc` items, with their reasons, in item order (read with
+    /// the items: `--items`, or a batch that has not started).
     pub attention: Vec<ItemLine>,
     /// Every item, in item order, when asked for (`--items`).
     pub items: Option<Vec<ItemLine>>,
     /// Records that could not be decoded, with why.
     pub unreadable: Vec<String>,
-    /// How many Query pages were read.
+    /// How many Query pages of items were read (0 without `--items` once the batch started).
     pub pages: usize,
 }
 
 impl BatchStatus {
     pub fn total(&self) -> usize {
-        self.counts.iter().map(|(_, n)| n).sum::<usize>() + self.unreadable.len()
+        let counted = self.counts.iter().map(|(_, n)| n).sum::<usize>();
+        if self.live_counts {
+            // Unreadable records are counted with the items (as `pending`).
+            counted
+        } else {
+            counted + self.unreadable.len()
+        }
     }
 
     pub fn count(&self, status: ItemStatus) -> usize {
@@ -114,8 +125,10 @@ impl BatchStatus {
     }
 }
 
-/// Reads the batch and all its items (strongly consistent, paginated Query; `page_size` caps a
-/// page, `None` lets DynamoDB fill 1 MB pages). `list_items` keeps every item for display.
+/// Reads the batch and its live counts (`docs/design.md#batch-counts-and-lifecycle`): the batch
+/// record and one Query of its counter shards. The items are read (strongly consistent,
+/// paginated Query; `page_size` caps a page, `None` lets DynamoDB fill 1 MB pages) only when
+/// `list_items` asks for them, or when no run has started the batch yet (no counts exist).
 pub async fn batch_status(
     store: &dyn PayoutRepository,
     batch_id: &str,
@@ -126,43 +139,55 @@ pub async fn batch_status(
         .get_batch(batch_id)
         .await?
         .ok_or_else(|| OpsError::BatchNotFound(batch_id.to_owned()))?;
-    let mut counts: Vec<(ItemStatus, usize)> =
-        ItemStatus::ALL.iter().map(|status| (*status, 0)).collect();
+    let live = store
+        .batch_counts(batch_id)
+        .await?
+        .ok_or_else(|| OpsError::BatchNotFound(batch_id.to_owned()))?;
+    let live_counts = live.total.is_some();
+    let mut counts: Vec<(ItemStatus, usize)> = ItemStatus::ALL
+        .iter()
+        .map(|status| (*status, live.count(*status) as usize))
+        .collect();
     let mut attention = Vec::new();
     let mut items = list_items.then(Vec::new);
     let mut unreadable = Vec::new();
     let mut pages = 0;
-    let mut start = None;
-    loop {
-        let page = store.query_items_page(batch_id, start, page_size).await?;
-        pages += 1;
-        for item in page.items {
-            let item = match item {
-                Ok(item) => item,
-                Err(err) => {
-                    unreadable.push(err.to_string());
-                    continue;
+    if list_items || !live_counts {
+        let mut start = None;
+        loop {
+            let page = store.query_items_page(batch_id, start, page_size).await?;
+            pages += 1;
+            for item in page.items {
+                let item = match item {
+                    Ok(item) => item,
+                    Err(err) => {
+                        unreadable.push(err.to_string());
+                        continue;
+                    }
+                };
+                if !live_counts
+                    && let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == item.status)
+                {
+                    *n += 1;
                 }
-            };
-            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == item.status) {
-                *n += 1;
+                let line = ItemLine::from(item);
+                if matches!(line.status, ItemStatus::Failed | ItemStatus::PendingKyc) {
+                    attention.push(line.clone());
+                }
+                if let Some(items) = items.as_mut() {
+                    items.push(line);
+                }
             }
-            let line = ItemLine::from(item);
-            if matches!(line.status, ItemStatus::Failed | ItemStatus::PendingKyc) {
-                attention.push(line.clone());
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
             }
-            if let Some(items) = items.as_mut() {
-                items.push(line);
-            }
-        }
-        match page.next {
-            Some(next) => start = Some(next),
-            None => break,
         }
     }
     Ok(BatchStatus {
         batch,
         counts,
+        live_counts,
         attention,
         items,
         unreadable,
@@ -206,6 +231,11 @@ impl fmt::Display for BatchStatus {
             for item in &self.attention {
                 line(f, item)?;
             }
+        } else if self.count(ItemStatus::Failed) + self.count(ItemStatus::PendingKyc) > 0 {
+            writeln!(
+                f,
+                "failed / pending_kyc: list them, with their reasons, with --items"
+            )?;
         }
         if !self.unreadable.is_empty() {
             writeln!(f, "unreadable records ({}):", self.unreadable.len())?;

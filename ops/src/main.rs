@@ -10,8 +10,9 @@ usage: payouts-ops [OPTIONS] COMMAND
 commands:
   enqueue BATCH_ID [--job-id ID]  send a payout.execute job for the batch to the jobs queue
                                   (refuses batches that are not in the payouts table)
-  status BATCH_ID [--items]       items per status, and the failed / pending_kyc items with their
-                                  reasons; --items lists every item
+  status BATCH_ID [--items]       items per status (the batch's live counts, one small read);
+                                  --items lists every item, and the failed / pending_kyc ones with
+                                  their reasons
   redrive [--max N]               move messages from the DLQ back to the jobs queue, deleting
                                   each from the DLQ only after the jobs queue accepted it
 

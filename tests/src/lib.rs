@@ -53,10 +53,15 @@ pub fn test_config() -> ExecutorConfig {
 }
 
 /// Counts the DynamoDB requests a client sends, by operation (`UpdateItem`, `Query`, …), and
-/// injects the faults a test plans: a process that dies before its k-th write, or a request held
-/// back until the test lets it go (to interleave another writer at an exact point).
+/// the bytes of the answers (their `content-length`), and injects the faults a test plans: a
+/// process that dies before its k-th write, or a request held back until the test lets it go
+/// (to interleave another writer at an exact point).
 #[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>, Arc<Mutex<RequestFaults>>);
+pub struct RequestCounter(
+    Arc<Mutex<BTreeMap<String, u64>>>,
+    Arc<Mutex<RequestFaults>>,
+    Arc<AtomicU64>,
+);
 
 /// The faults [`RequestCounter`] injects.
 #[derive(Debug, Default)]
@@ -107,6 +112,11 @@ const WRITE_OPERATIONS: &[&str] = &[
 ];
 
 impl RequestCounter {
+    /// Bytes of the answers received since the last reset.
+    pub fn bytes_received(&self) -> u64 {
+        self.2.load(Ordering::Relaxed)
+    }
+
     /// Requests per operation since the last reset.
     pub fn by_operation(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap().clone()
@@ -122,6 +132,7 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.0.lock().unwrap().clear();
+        self.2.store(0, Ordering::Relaxed);
     }
 
     /// From now on, the `k`-th write request (1-based) and every later one fail before they are
@@ -191,6 +202,23 @@ impl Intercept for RequestCounter {
             // Hands this worker's queued tasks to another thread while it waits.
             tokio::task::block_in_place(|| pause.go.recv_timeout(Duration::from_secs(30))).ok();
         }
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let length = context
+            .response()
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| context.response().body().bytes().map(|b| b.len() as u64))
+            .unwrap_or(0);
+        self.2.fetch_add(length, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -82,11 +82,16 @@ impl FromStr for ItemStatus {
     }
 }
 
-/// Where a batch stands, as the service writes it (upstream writes `pending`).
+/// Where a batch stands, as the service writes it (upstream writes `pending`):
+/// `pending` → `executing` (first run) → `completed`/`completed_with_failures` (no item in
+/// flight), and back to `executing` when a later run retries `failed`/`pending_kyc` items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BatchStatus {
-    /// As written upstream, and while items are still in flight.
+    /// As written upstream: no run has started.
     Pending,
+    /// A run has started and items are in flight (`pending`, `submitting`, `processing`), or a
+    /// later run is retrying `failed`/`pending_kyc` items.
+    Executing,
     /// Every item is `paid`.
     Completed,
     /// No item is in flight, and at least one ended other than `paid` (`failed`, `pending_kyc`).
@@ -98,9 +103,31 @@ impl BatchStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             BatchStatus::Pending => "pending",
+            BatchStatus::Executing => "executing",
             BatchStatus::Completed => "completed",
             BatchStatus::CompletedWithFailures => "completed_with_failures",
         }
+    }
+
+    /// Every status, for parsing.
+    pub const ALL: [BatchStatus; 4] = [
+        BatchStatus::Pending,
+        BatchStatus::Executing,
+        BatchStatus::Completed,
+        BatchStatus::CompletedWithFailures,
+    ];
+
+    /// The status stored as `value`, if it is one of these.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Whether the batch is done (`completed` or `completed_with_failures`).
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            BatchStatus::Completed | BatchStatus::CompletedWithFailures
+        )
     }
 
     /// The final status of a batch none of whose items is in flight.

@@ -4,18 +4,18 @@
 
 use crate::DynamoDbRepository;
 use crate::codec::{Record, get_n, get_s, n, s, status, status_of, unavailable, unbuildable};
+use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted};
 use crate::expression::Expression;
 use crate::schema::{EVENT_RETENTION_SECS, PROVIDER_PAYOUT_ID_INDEX, attr, keys};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
 use payouts_core::clock::rfc3339_from_ms;
-use payouts_core::domain::{BatchStatus, ItemStatus, PayoutItem};
-use payouts_core::ports::repository::{BatchCompletion, EventApplied, StoreError};
+use payouts_core::domain::{ItemStatus, PayoutItem};
+use payouts_core::ports::repository::{EventApplied, StoreError};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// The outcome written on the record of an event that moved its item.
 const APPLIED: &str = "applied";
@@ -62,38 +62,64 @@ impl DynamoDbRepository {
         item: &PayoutItem,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
-        let update = self.event_update(provider, event, kind, item, now_ms)?;
         let record = self.event_put(provider, event, Some(item), APPLIED, now_ms)?;
-        let result = self
-            .client()
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(record).build())
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .send()
-            .await;
-        let reasons = match result {
-            Ok(_) => return Ok(EventApplied::Applied),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                    cancelled.cancellation_reasons().to_vec()
+        // The status the item is expected to move from: the counts move from it, so the
+        // guard is on that status exactly. An item found in another movable status (a claim or
+        // the executor's record moved it since it was read) is tried again from that status.
+        let mut expected = item.status;
+        let mut round = 0;
+        loop {
+            let (update, moves) =
+                self.event_update(provider, event, kind, item, expected, now_ms)?;
+            let mut request = self
+                .client()
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(record.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(update).build());
+            // An item read in a status this event does not move fails the guard anyway: the
+            // transaction then carries no count move.
+            if let Some(to) = moves.filter(|_| movable(kind, expected)) {
+                let counter = self.counter_update(&item.batch_id, &item.item_id, expected, to)?;
+                request =
+                    request.transact_items(TransactWriteItem::builder().update(counter).build());
+            }
+            let reasons = match request.send().await {
+                Ok(_) => return Ok(EventApplied::Applied),
+                Err(err) => cancellation(err)?,
+            };
+            round += 1;
+            let failed =
+                |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+            if failed(1) && !failed(0) && round < CONFLICT_ATTEMPTS {
+                let now = reasons[1].item().and_then(|old: &Record| status_of(old));
+                if let Some(now) = now.filter(|now| *now != expected && movable(kind, *now)) {
+                    expected = now;
+                    continue;
                 }
-                _ => return Err(unavailable("TransactWriteItems", err)),
-            },
-        };
-        self.cancelled_event(provider, event, item, &reasons, now_ms)
-            .await
+            }
+            if conflicted(&reasons) && round < CONFLICT_ATTEMPTS {
+                conflict_pause(round).await;
+                continue;
+            }
+            return self
+                .cancelled_event(provider, event, item, &reasons, now_ms)
+                .await;
+        }
     }
 
     /// The item's side of an event: the move its kind calls for, guarded by the statuses it
     /// may move from and by the transfer being the item's own.
+    /// Returns the update and the status the item moves to (`None` for a reversal, which
+    /// moves no status): the guard holds the status to `expected`, which must be movable.
     fn event_update(
         &self,
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
         item: &PayoutItem,
+        expected: ItemStatus,
         now_ms: u64,
-    ) -> Result<Update, StoreError> {
+    ) -> Result<(Update, Option<ItemStatus>), StoreError> {
         let now = s(rfc3339_from_ms(now_ms));
         let in_flight = [
             status(ItemStatus::Submitting),
@@ -103,6 +129,14 @@ impl DynamoDbRepository {
             .set(attr::UPDATED_AT, now.clone())
             // Items claimed before providers were recorded carry none.
             .require_absent_or_equal(attr::ITEM_PROVIDER, s(provider));
+        let moves = match kind {
+            PaymentEventKind::Paid => Some(ItemStatus::Paid),
+            PaymentEventKind::Failed { .. } => Some(ItemStatus::Failed),
+            PaymentEventKind::Reversed { .. } => None,
+        };
+        if moves.is_some() {
+            expression = expression.require_equal(attr::STATUS, status(expected));
+        }
         expression = match kind {
             PaymentEventKind::Paid => expression
                 .require_in(attr::STATUS, in_flight.to_vec())
@@ -142,7 +176,7 @@ impl DynamoDbRepository {
             }
         }
         let parts = expression.build();
-        Update::builder()
+        let update = Update::builder()
             .table_name(self.payouts_table())
             .key(attr::PK, s(keys::batch_pk(&item.batch_id)))
             .key(attr::SK, s(keys::item_sk(&item.item_id)))
@@ -152,7 +186,8 @@ impl DynamoDbRepository {
             .set_expression_attribute_values(parts.values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(|e| unbuildable("TransactWriteItems", e))
+            .map_err(|e| unbuildable("TransactWriteItems", e))?;
+        Ok((update, moves))
     }
 
     /// Reads a cancelled event transaction: the event seen before, the item not movable (the
@@ -264,21 +299,21 @@ impl DynamoDbRepository {
             .transact_items(TransactWriteItem::builder().update(mark).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(EventApplied::Held { current }),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled
-                        .cancellation_reasons()
-                        .first()
-                        .and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(EventApplied::Duplicate)
-                }
-                _ => Err(unavailable("TransactWriteItems", err)),
-            },
+        let reasons = match result {
+            Ok(_) => return Ok(EventApplied::Held { current }),
+            Err(err) => cancellation(err)?,
+        };
+        if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+            return Ok(EventApplied::Duplicate);
         }
+        let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+        Err(StoreError::Unavailable {
+            operation: "TransactWriteItems",
+            message: format!(
+                "holding the event was cancelled ({}); retry",
+                codes.join(", ")
+            ),
+        })
     }
 
     /// Takes `transfer_id` out of the item's `heldTransferIds` once its held events are applied.
@@ -410,89 +445,12 @@ impl DynamoDbRepository {
             .build()
             .map_err(|e| unbuildable("TransactWriteItems", e))
     }
+}
 
-    pub(crate) async fn write_batch_completion(
-        &self,
-        batch_id: &str,
-        now_ms: u64,
-    ) -> Result<Option<BatchCompletion>, StoreError> {
-        let Some(counts) = self.settled_item_counts(batch_id).await? else {
-            return Ok(None);
-        };
-        let batch_status = BatchStatus::settled(counts.keys().all(|s| *s == ItemStatus::Paid));
-        let counts_value = AttributeValue::M(
-            counts
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), n(v)))
-                .collect(),
-        );
-        let parts = Expression::new()
-            .require_present(attr::PK)
-            .set(attr::STATUS, s(batch_status.as_str()))
-            .set(attr::ITEM_COUNTS, counts_value)
-            .set(attr::COMPLETED_AT, s(rfc3339_from_ms(now_ms)))
-            .build();
-        self.client()
-            .update_item()
-            .table_name(self.payouts_table())
-            .key(attr::PK, s(keys::batch_pk(batch_id)))
-            .key(attr::SK, s(keys::BATCH_SK))
-            .set_update_expression(parts.update)
-            .set_condition_expression(parts.condition)
-            .set_expression_attribute_names(parts.names)
-            .set_expression_attribute_values(parts.values)
-            .send()
-            .await
-            .map_err(|e| unavailable("UpdateItem", e))?;
-        Ok(Some(BatchCompletion {
-            status: batch_status,
-            counts,
-        }))
-    }
-
-    /// Per-status counts of the batch's items, or `None` at the first page that still holds
-    /// an item in flight (`pending`, `submitting`, `processing`).
-    async fn settled_item_counts(
-        &self,
-        batch_id: &str,
-    ) -> Result<Option<BTreeMap<ItemStatus, u64>>, StoreError> {
-        let mut counts: BTreeMap<ItemStatus, u64> = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let query = Expression::new()
-                .require_equal(attr::PK, s(keys::batch_pk(batch_id)))
-                .require_prefix(attr::SK, keys::ITEM_SK_PREFIX)
-                .project(attr::STATUS)
-                .build();
-            let out = self
-                .client()
-                .query()
-                .table_name(self.payouts_table())
-                .set_key_condition_expression(query.condition)
-                .set_projection_expression(query.projection)
-                .set_expression_attribute_names(query.names)
-                .set_expression_attribute_values(query.values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for record in out.items.unwrap_or_default() {
-                let item_status = status_of(&record).unwrap_or(ItemStatus::Pending);
-                if matches!(
-                    item_status,
-                    ItemStatus::Pending | ItemStatus::Submitting | ItemStatus::Processing
-                ) {
-                    return Ok(None);
-                }
-                *counts.entry(item_status).or_default() += 1;
-            }
-            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(next) => start = Some(next),
-                None => return Ok(Some(counts)),
-            }
-        }
-    }
+/// Whether an item in `current` is one `kind` moves (paid/failed from submitting or processing).
+fn movable(kind: &PaymentEventKind, current: ItemStatus) -> bool {
+    !matches!(kind, PaymentEventKind::Reversed { .. })
+        && matches!(current, ItemStatus::Submitting | ItemStatus::Processing)
 }
 
 /// Whether the item (as the failed condition returned it) could still come to record this

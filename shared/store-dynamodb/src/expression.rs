@@ -74,15 +74,17 @@ impl Expression {
         self
     }
 
-    /// `ADD attribute :{value}`: puts `value` in a string set that may not exist yet
-    /// (commutes with every other writer of the item).
-    pub fn add_to_set(mut self, attribute: &str, value: &str) -> Self {
-        let (name, value) = (
-            self.name(attribute),
-            self.value(AttributeValue::Ss(vec![value.to_owned()])),
-        );
+    /// `ADD attribute value`: adds a number to an attribute that may not exist yet (as 0).
+    pub fn add(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let (name, value) = (self.name(attribute), self.value(value));
         self.add.push(format!("{name} {value}"));
         self
+    }
+
+    /// `ADD attribute :{value}`: puts `value` in a string set that may not exist yet
+    /// (commutes with every other writer of the item).
+    pub fn add_to_set(self, attribute: &str, value: &str) -> Self {
+        self.add(attribute, AttributeValue::Ss(vec![value.to_owned()]))
     }
 
     /// `DELETE attribute :{value}`: takes `value` out of a string set (DynamoDB drops the
@@ -93,6 +95,13 @@ impl Expression {
             self.value(AttributeValue::Ss(vec![value.to_owned()])),
         );
         self.delete.push(format!("{name} {value}"));
+        self
+    }
+
+    /// Condition: `attribute < value` (also a sort-key condition in a Query).
+    pub fn require_below(mut self, attribute: &str, value: AttributeValue) -> Self {
+        let (name, value) = (self.name(attribute), self.value(value));
+        self.conditions.push(format!("{name} < {value}"));
         self
     }
 

@@ -6,12 +6,15 @@ use crate::codec::{
     Record, decode_batch, decode_item, decode_method, get_s, n, s, status, status_of, unavailable,
     unbuildable,
 };
+use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted};
 use crate::expression::Expression;
 use crate::schema::{attr, keys};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    KeysAndAttributes, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use payouts_core::clock::rfc3339_from_ms;
 use payouts_core::domain::{ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
 use payouts_core::ports::repository::{
@@ -215,20 +218,17 @@ impl DynamoDbRepository {
             .set(attr::KEY_GENERATION, n(seen.key_generation + 1))
             .remove(attr::KEY_FIRST_USED_AT)
         } else {
-            expression.require_in(
-                attr::STATUS,
-                vec![
-                    status(ItemStatus::Pending),
-                    status(ItemStatus::PendingKyc),
-                    status(ItemStatus::Failed),
-                ],
-            )
+            // The status as read (one of pending, pending_kyc, failed): the counts move from it.
+            expression.require_equal(attr::STATUS, status(item.status))
         };
-        conditional(
-            self.update(&item.batch_id, &item.item_id, expression)
-                .send()
-                .await,
+        self.transition(
+            &item.batch_id,
+            &item.item_id,
+            expression,
+            item.status,
+            ItemStatus::PendingKyc,
         )
+        .await
     }
 
     pub(crate) async fn write_refused(
@@ -250,11 +250,14 @@ impl DynamoDbRepository {
             .set(attr::FAILURE_REASON, s(reason))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
         let expression = unchanged_since_read(expression, item);
-        conditional(
-            self.update(&item.batch_id, &item.item_id, expression)
-                .send()
-                .await,
+        self.transition(
+            &item.batch_id,
+            &item.item_id,
+            expression,
+            item.status,
+            ItemStatus::Failed,
         )
+        .await
     }
 
     pub(crate) async fn write_claim(
@@ -301,10 +304,15 @@ impl DynamoDbRepository {
             expression = expression.set_if_absent(attr::KEY_FIRST_USED_AT, n(now_ms));
         }
         let result = self
-            .update(&item.batch_id, &item.item_id, expression)
-            .send()
+            .transition(
+                &item.batch_id,
+                &item.item_id,
+                expression,
+                item.status,
+                ItemStatus::Submitting,
+            )
             .await;
-        Ok(match conditional(result)? {
+        Ok(match result? {
             TransitionOutcome::Applied => ClaimOutcome::Claimed(claim),
             TransitionOutcome::Superseded { current, .. } => ClaimOutcome::Lost { current },
         })
@@ -322,11 +330,14 @@ impl DynamoDbRepository {
             .remove(attr::LEASE_UNTIL)
             .remove(attr::FAILURE_REASON)
             .remove(attr::RECONCILE_SINCE);
-        conditional(
-            self.update(&claim.batch_id, &claim.item_id, expression)
-                .send()
-                .await,
+        self.transition(
+            &claim.batch_id,
+            &claim.item_id,
+            expression,
+            ItemStatus::Submitting,
+            ItemStatus::Processing,
         )
+        .await
     }
 
     pub(crate) async fn write_rejected(
@@ -341,11 +352,14 @@ impl DynamoDbRepository {
             .set(attr::FAILURE_REASON, s(reason))
             .remove(attr::LEASE_UNTIL);
         let expression = mark_key(expression, key, now_ms);
-        conditional(
-            self.update(&claim.batch_id, &claim.item_id, expression)
-                .send()
-                .await,
+        self.transition(
+            &claim.batch_id,
+            &claim.item_id,
+            expression,
+            ItemStatus::Submitting,
+            ItemStatus::Failed,
         )
+        .await
     }
 
     pub(crate) async fn write_next_key_generation(
@@ -408,6 +422,67 @@ impl DynamoDbRepository {
             .await
             .map_err(|e| unavailable("UpdateItem", e))?;
         Ok(())
+    }
+
+    /// One item transition from `from` to `to` under `expression`: a plain conditional
+    /// UpdateItem when the status stays, otherwise one TransactWriteItems of that update and
+    /// the count move on the item's counter shard, so the counts never drift from the items.
+    async fn transition(
+        &self,
+        batch_id: &str,
+        item_id: &str,
+        expression: Expression,
+        from: ItemStatus,
+        to: ItemStatus,
+    ) -> Result<TransitionOutcome, StoreError> {
+        if from == to {
+            return conditional(self.update(batch_id, item_id, expression).send().await);
+        }
+        let parts = expression.build();
+        let update = Update::builder()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::item_sk(item_id)))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))?;
+        let counter = self.counter_update(batch_id, item_id, from, to)?;
+        let mut round = 0;
+        loop {
+            let result = self
+                .client()
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(update.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(counter.clone()).build())
+                .send()
+                .await;
+            let reasons = match result {
+                Ok(_) => return Ok(TransitionOutcome::Applied),
+                Err(err) => cancellation(err)?,
+            };
+            if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+                let old = reasons[0].item();
+                return Ok(TransitionOutcome::Superseded {
+                    current: old.and_then(|old: &Record| status_of(old)),
+                    current_payout_id: old
+                        .and_then(|old| get_s(old, attr::PROVIDER_PAYOUT_ID))
+                        .map(str::to_owned),
+                });
+            }
+            round += 1;
+            if !conflicted(&reasons) || round >= CONFLICT_ATTEMPTS {
+                let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+                return Err(StoreError::Unavailable {
+                    operation: "TransactWriteItems",
+                    message: format!("transaction cancelled ({}); retry", codes.join(", ")),
+                });
+            }
+            conflict_pause(round).await;
+        }
     }
 
     /// An UpdateItem of one item under `expression`, returning the old item on a failed check.

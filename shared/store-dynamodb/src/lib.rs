@@ -3,6 +3,7 @@
 //! attribute and key; [`expression`] builds every update and condition.
 
 mod codec;
+mod counts;
 mod events;
 pub mod expression;
 mod items;
@@ -12,6 +13,7 @@ pub mod schema;
 use aws_sdk_dynamodb::Client;
 
 pub use codec::{Record, decode_item, n, s};
+pub use counts::conflict_retries;
 pub use payouts_core::ports::repository::PayoutRepository;
 
 /// The payouts and user-settings tables. Cheap to clone; build it once per process.

@@ -4,8 +4,8 @@
 use crate::DynamoDbRepository;
 use payouts_core::domain::{PayoutBatch, PayoutItem, PayoutMethod};
 use payouts_core::ports::repository::{
-    BatchCompletion, Claim, ClaimOutcome, CurrentKey, EventApplied, ItemPage, PageCursor,
-    PayoutRepository, StoreError, TransitionOutcome,
+    BatchCompletion, BatchCounts, Claim, ClaimOutcome, CurrentKey, EventApplied, ItemPage,
+    PageCursor, PayoutRepository, StoreError, TransitionOutcome,
 };
 use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
 use std::collections::HashMap;
@@ -172,6 +172,20 @@ impl PayoutRepository for DynamoDbRepository {
     ) -> Result<bool, StoreError> {
         self.put_event_once(provider, event, item, outcome, now_ms)
             .await
+    }
+
+    async fn start_batch_run(
+        &self,
+        batch_id: &str,
+        retry_settled: bool,
+        now_ms: u64,
+    ) -> Result<BatchCounts, StoreError> {
+        self.write_batch_start(batch_id, retry_settled, now_ms)
+            .await
+    }
+
+    async fn batch_counts(&self, batch_id: &str) -> Result<Option<BatchCounts>, StoreError> {
+        Ok(self.read_counts(batch_id).await?.map(|read| read.counts))
     }
 
     async fn refresh_batch_completion(

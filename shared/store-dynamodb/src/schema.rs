@@ -55,6 +55,14 @@ pub mod attr {
     /// Added to the batch when it completes: per-status counts and when.
     pub const ITEM_COUNTS: &str = "itemCounts";
     pub const COMPLETED_AT: &str = "completedAt";
+    /// Added to the batch by its first run: how many item records it has, counted once (with
+    /// `baseCounts`); present once the batch's counts are live.
+    pub const ITEM_TOTAL: &str = "itemTotal";
+    /// Added to the batch by its first run: its items per status when counted (status → N),
+    /// the base the counter shards' moves add to.
+    pub const BASE_COUNTS: &str = "baseCounts";
+    /// Added to the batch by its first run: when it started executing.
+    pub const STARTED_AT: &str = "startedAt";
     /// Webhook event records.
     pub const EVENT_ID: &str = "eventId";
     pub const EVENT_TYPE: &str = "eventType";
@@ -74,6 +82,26 @@ pub mod keys {
     pub const BATCH_SK: &str = "BATCH";
     pub const ITEM_SK_PREFIX: &str = "ITEM#";
     pub const EVENT_SK: &str = "EVENT";
+    pub const COUNTS_SK_PREFIX: &str = "COUNTS#";
+    /// Every sort key of a batch's partition that sorts below this is the batch record or one
+    /// of its counter shards (`BATCH` < `COUNTS#…` < `ITEM#…`): one Query reads them all.
+    pub const ITEMS_START: &str = "ITEM#";
+
+    /// The sort key of counter shard `shard` of a batch.
+    pub fn counts_sk(shard: u32) -> String {
+        format!("{COUNTS_SK_PREFIX}{shard:02}")
+    }
+
+    /// The counter shard an item's status changes are counted in: a stable hash (FNV-1a) of
+    /// the item id, modulo [`super::COUNTER_SHARDS`].
+    pub fn counts_shard(item_id: &str) -> u32 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in item_id.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (hash % u64::from(super::COUNTER_SHARDS)) as u32
+    }
 
     pub fn batch_pk(batch_id: &str) -> String {
         format!("{BATCH_PK_PREFIX}{batch_id}")
@@ -114,3 +142,7 @@ pub const PROVIDER_PAYOUT_ID_INDEX: &str = "byProviderPayoutId";
 
 /// How long an event id is remembered for deduplication (PSPs retry for up to 3 days).
 pub const EVENT_RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+/// How many counter shards a batch has (`COUNTS#00` … `COUNTS#15`): status changes of
+/// different items rarely touch the same record, so concurrent events do not conflict.
+pub const COUNTER_SHARDS: u32 = 16;

@@ -4,10 +4,13 @@
 //! The local DynamoDB runs as a separate process (`payouts-local serve`), so the peak RSS
 //! measured here is the executor's own (plus the sandbox PSP's in-memory ledger).
 
+use futures_util::StreamExt;
 use integration_tests::{RequestCounter, items, verified_users};
 use payouts_core::clock::SystemClock;
 use payouts_core::executor::{Executor, ExecutorConfig};
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use payouts_local::tables;
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_store_dynamodb::DynamoDbRepository;
@@ -19,6 +22,10 @@ use std::time::{Duration, Instant};
 const LATENCY: Duration = Duration::from_millis(50);
 const BIG_BATCH: usize = 10_000;
 const SERIAL_BATCH: usize = 200;
+/// The batch the webhook figures are measured on (`BENCH_SETTLE_ITEMS` overrides it).
+const SETTLE_BATCH: usize = 100_000;
+/// Webhook events applied at once to one batch.
+const CONCURRENT_EVENTS: usize = 200;
 
 #[tokio::main]
 async fn main() {
@@ -90,6 +97,11 @@ async fn main() {
     .await;
     let peak = rss_kib("VmHWM");
     let by_op = requests.by_operation();
+    let settle_items: usize = std::env::var("BENCH_SETTLE_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SETTLE_BATCH);
+    let settled = settlement(&store, &requests, settle_items).await;
     let _ = server.kill();
     let _ = server.wait();
 
@@ -147,6 +159,218 @@ async fn main() {
         "| payout-execute release binary | {:.2} MB | < 8 MB |",
         size as f64 / 1e6
     );
+    println!();
+    println!(
+        "webhook events on one {}-item batch (settlement against the local DynamoDB; requests and answer bytes counted at the SDK client)",
+        settled.items
+    );
+    println!("| figure | measured | target |");
+    println!("|---|---|---|");
+    for (position, cost) in &settled.costs {
+        println!(
+            "| one event, {position} item: requests (by operation), bytes received | {} ({}), {} B | ≤ 3 requests, ≤ 8 KB |",
+            cost.requests, cost.by_operation, cost.bytes
+        );
+    }
+    println!(
+        "| {CONCURRENT_EVENTS} concurrent events on the batch: latency p50 / p99 | {:.1} ms / {:.1} ms | |",
+        settled.p50.as_secs_f64() * 1000.0,
+        settled.p99.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| transactions retried after TransactionConflict | {} | |",
+        settled.conflict_retries
+    );
+    println!(
+        "| the event that completes the batch: requests (by operation) | {} ({}) | 3 + the batch record's write |",
+        settled.completing.requests, settled.completing.by_operation
+    );
+}
+
+struct EventCost {
+    requests: u64,
+    bytes: u64,
+    by_operation: String,
+}
+
+struct Settled {
+    items: usize,
+    costs: Vec<(&'static str, EventCost)>,
+    p50: Duration,
+    p99: Duration,
+    conflict_retries: u64,
+    completing: EventCost,
+}
+
+fn paid_event(batch_id: &str, item_id: &str) -> PaymentEvent {
+    PaymentEvent {
+        event_id: format!("evt_{item_id}"),
+        event_type: "transfer.created".into(),
+        kind: Some(PaymentEventKind::Paid),
+        provider_payout_id: Some(format!("tr_{item_id}")),
+        reference: Some(ItemReference {
+            batch_id: batch_id.into(),
+            item_id: item_id.into(),
+        }),
+    }
+}
+
+async fn apply_measured(
+    store: &DynamoDbRepository,
+    requests: &RequestCounter,
+    event: &PaymentEvent,
+) -> (EventCost, SettlementOutcome) {
+    requests.reset();
+    let outcome = apply_payment_event(store, &SystemClock, "sandbox", event)
+        .await
+        .expect("settle");
+    let cost = EventCost {
+        requests: requests.total(),
+        bytes: requests.bytes_received(),
+        by_operation: requests
+            .by_operation()
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    (cost, outcome)
+}
+
+/// Seeds a batch of `count` items already `processing` (as a run leaves them, with counts to
+/// match), then applies events: one at the first, middle and last item, then 200 at once,
+/// then the rest, and the last one, which completes the batch.
+async fn settlement(
+    store: &DynamoDbRepository,
+    requests: &RequestCounter,
+    count: usize,
+) -> Settled {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    use payouts_store_dynamodb::schema::{attr, keys};
+    use payouts_store_dynamodb::{n, s};
+    let batch_id = "b-settle";
+    let ids: Vec<String> = (1..=count).map(|i| format!("item-{i:06}")).collect();
+    let mut shards = std::collections::BTreeMap::<u32, i64>::new();
+    let mut writes = vec![record(vec![
+        (attr::PK, s(keys::batch_pk(batch_id))),
+        (attr::SK, s(keys::BATCH_SK)),
+        (attr::PROVIDER, s("sandbox")),
+        (attr::CURRENCY, s("USD")),
+        (attr::STATUS, s("executing")),
+        (attr::ITEM_TOTAL, n(count)),
+    ])];
+    for id in &ids {
+        *shards.entry(keys::counts_shard(id)).or_default() += 1;
+        writes.push(record(vec![
+            (attr::PK, s(keys::batch_pk(batch_id))),
+            (attr::SK, s(keys::item_sk(id))),
+            (attr::USER_ID, s(format!("user-{id}"))),
+            (attr::NET_AMOUNT, n("12.34")),
+            (attr::STATUS, s("processing")),
+            (attr::ITEM_PROVIDER, s("sandbox")),
+            (attr::PROVIDER_PAYOUT_ID, s(format!("tr_{id}"))),
+            (attr::ATTEMPT, n(1)),
+        ]));
+    }
+    for (shard, moved) in &shards {
+        writes.push(record(vec![
+            (attr::PK, s(keys::batch_pk(batch_id))),
+            (attr::SK, s(keys::counts_sk(*shard))),
+            ("pending", n(-moved)),
+            ("processing", n(*moved)),
+        ]));
+    }
+    fn record(attrs: Vec<(&str, AttributeValue)>) -> WriteRequest {
+        let item = attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        WriteRequest::builder()
+            .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+            .build()
+    }
+    futures_util::stream::iter(writes.chunks(25).map(|chunk| chunk.to_vec()))
+        .map(|chunk| async move {
+            payouts_local::seed::write_chunk(store.client(), store.payouts_table(), chunk)
+                .await
+                .unwrap()
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+
+    let mut costs = Vec::new();
+    for (position, index) in [("first", 0), ("middle", count / 2), ("last", count - 1)] {
+        let (cost, outcome) =
+            apply_measured(store, requests, &paid_event(batch_id, &ids[index])).await;
+        assert!(
+            matches!(outcome, SettlementOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        costs.push((position, cost));
+    }
+
+    let retries_before = payouts_store_dynamodb::conflict_retries();
+    let concurrent: Vec<_> = ids[1..=CONCURRENT_EVENTS.min(count - 3)]
+        .iter()
+        .map(|id| {
+            let store = store.clone();
+            let event = paid_event(batch_id, id);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = apply_payment_event(&store, &SystemClock, "sandbox", &event)
+                    .await
+                    .expect("settle");
+                assert!(
+                    matches!(outcome, SettlementOutcome::Applied { .. }),
+                    "{outcome:?}"
+                );
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for handle in concurrent {
+        latencies.push(handle.await.unwrap());
+    }
+    latencies.sort();
+    let conflict_retries = payouts_store_dynamodb::conflict_retries() - retries_before;
+    let quantile = |q: f64| {
+        latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+
+    // The rest, then the one left, whose event completes the batch.
+    let rest: Vec<&String> = ids[CONCURRENT_EVENTS.min(count - 3) + 1..count - 1]
+        .iter()
+        .filter(|id| **id != ids[count / 2])
+        .collect();
+    let (last_one, rest) = rest.split_last().expect("items left");
+    futures_util::stream::iter(rest.iter().map(|id| paid_event(batch_id, id)))
+        .map(|event| async move {
+            apply_payment_event(store, &SystemClock, "sandbox", &event)
+                .await
+                .expect("settle")
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let (completing, outcome) =
+        apply_measured(store, requests, &paid_event(batch_id, last_one)).await;
+    assert!(
+        matches!(
+            outcome,
+            SettlementOutcome::Applied {
+                batch_completion: Some(_),
+                ..
+            }
+        ),
+        "the last event completes the batch: {outcome:?}"
+    );
+    Settled {
+        items: count,
+        costs,
+        p50: quantile(0.5),
+        p99: quantile(0.99),
+        conflict_retries,
+        completing,
+    }
 }
 
 /// The least a run can send: a claim and a record per item, one GetItem, and the reads for

@@ -30,14 +30,20 @@ async fn happy_path_pays_each_item_once_with_two_writes_per_item() {
     assert!(!summary.needs_another_run(), "{summary:?}");
     let requests = env.requests.by_operation();
     assert_eq!(
-        requests.get("UpdateItem"),
+        requests.get("TransactWriteItems"),
         Some(&10),
-        "claim + record per item: {requests:?}"
+        "claim + record per item, each with its count move: {requests:?}"
+    );
+    assert_eq!(
+        requests.get("UpdateItem"),
+        Some(&1),
+        "the batch's start (executing, item total): {requests:?}"
     );
     assert_eq!(
         env.requests.total(),
-        14,
-        "plus one GetItem, one BatchGetItem, and two Query (the items; the completion check, which stops at the first page): {requests:?}"
+        17,
+        "plus one GetItem, one BatchGetItem, and four Query (the counts at the start; the item \
+         total, once per batch; the items; the completion check, which reads the counts): {requests:?}"
     );
     let transfers = psp.transfers();
     assert_eq!(transfers.len(), 5);
@@ -154,7 +160,7 @@ async fn running_the_job_again_submits_nothing() {
     assert_eq!(psp.calls(), calls, "no PSP call on the second run");
     assert_eq!(psp.transfers().len(), 20);
     assert_eq!(
-        env.requests.get("UpdateItem"),
+        env.requests.get("UpdateItem") + env.requests.get("TransactWriteItems"),
         0,
         "no write on the second run"
     );
@@ -398,8 +404,9 @@ async fn a_2500_item_batch_is_read_in_pages_with_bulk_settings_reads() {
     let requests = env.requests.by_operation();
     assert_eq!(
         requests.get("Query"),
-        Some(&8),
-        "2,500 items in pages of 400, and one completion check: {requests:?}"
+        Some(&10),
+        "2,500 items in pages of 400, the counts at the start, the item total, and one \
+         completion check: {requests:?}"
     );
     // Each page's distinct recipients in BatchGetItem calls of up to 100 keys, never one GetItem each.
     assert_eq!(requests.get("BatchGetItem"), Some(&25), "{requests:?}");

@@ -31,8 +31,8 @@ use payouts_psp::adyen::AdyenAdapter;
 use payouts_psp::adyen::transformers::parse_reference;
 use payouts_psp::stripe::StripeAdapter;
 use payouts_psp::stripe::webhook;
-use payouts_store_dynamodb::s;
 use payouts_store_dynamodb::schema::{attr, keys};
+use payouts_store_dynamodb::{PayoutRepository, s};
 use psp_webhook::{WebhookApp, handle_webhook};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -1023,6 +1023,39 @@ impl Scenario {
         ));
     }
 
+    /// The batch's live counts (its counter shards) equal its items' statuses: checked after
+    /// every round, crashes and concurrent deliveries included, not only at the end.
+    async fn check_counts(&self, when: &str) -> Vec<String> {
+        let mut from_items: BTreeMap<ItemStatus, u64> = BTreeMap::new();
+        for item in self.env.items(&self.batch_id).await {
+            *from_items.entry(item.status).or_default() += 1;
+        }
+        let live = self
+            .env
+            .store
+            .batch_counts(&self.batch_id)
+            .await
+            .expect("read counts")
+            .expect("batch exists");
+        if live.total.is_none() {
+            // No run got as far as starting: nothing has moved.
+            return if from_items.keys().all(|s| *s == ItemStatus::Pending) {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "{when}: items moved, but the batch has no item total: {from_items:?}"
+                )]
+            };
+        }
+        if live.counts != from_items {
+            return vec![format!(
+                "{when}: batch counts {:?} differ from its items {from_items:?}",
+                live.counts
+            )];
+        }
+        Vec::new()
+    }
+
     /// The invariants; each violation is one line.
     async fn check(&self) -> Vec<String> {
         let mut violations = Vec::new();
@@ -1163,12 +1196,15 @@ impl Scenario {
 async fn run_scenario(seed: u64) -> (&'static str, u64, Vec<String>, Vec<String>) {
     let mut scenario = Scenario::new(seed).await;
     let rounds = 2 + scenario.rng.below(4) as usize;
+    let mut violations = Vec::new();
     for round in 0..rounds {
         scenario.chaos_round(round).await;
+        violations.extend(scenario.check_counts(&format!("after round {round}")).await);
         scenario.between_rounds(round, true).await;
     }
     scenario.settle().await;
-    let violations = scenario.check().await;
+    violations.extend(scenario.check_counts("after settling").await);
+    violations.extend(scenario.check().await);
     (
         scenario.fake.provider(),
         scenario.faults,

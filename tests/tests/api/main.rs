@@ -3,6 +3,7 @@
 //! for another), with the harness in `tests/src/`.
 
 mod adyen;
+mod batch_counts;
 mod conformance;
 mod executor;
 mod fault_simulation;

@@ -518,7 +518,7 @@ async fn the_batch_says_when_no_item_is_left_in_flight() {
             .unwrap()
             .as_s()
             .unwrap(),
-        "pending"
+        "executing"
     );
 
     let last = h

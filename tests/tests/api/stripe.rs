@@ -71,7 +71,7 @@ async fn happy_path_pays_through_the_http_adapter() {
     assert_eq!((summary.total, summary.submitted), (3, 3), "{summary:?}");
     assert!(!summary.needs_another_run());
     assert_eq!(
-        t.env.requests.get("UpdateItem"),
+        t.env.requests.get("TransactWriteItems"),
         6,
         "claim + record per item"
     );

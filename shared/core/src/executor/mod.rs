@@ -290,6 +290,12 @@ impl Executor {
             Ok(payable) => payable,
             Err(unpayable) => return Err(self.keep_if_in_flight(batch_id, unpayable).await?),
         };
+        // The batch's lifecycle and the baseline of its counts: `pending` → `executing` (the
+        // item total is recorded once), or re-opened when this run retries settled items.
+        let retry_settled = matches!(start, RunStart::Beginning);
+        self.store
+            .start_batch_run(batch_id, retry_settled, self.now_ms())
+            .await?;
         let read_by = deadline.map(|d| {
             d.checked_sub(self.config.start_reserve(ItemPath::Pay))
                 .unwrap_or(d)

@@ -106,6 +106,31 @@ pub enum EventApplied {
     Held { current: Option<ItemStatus> },
 }
 
+/// A batch's live per-status item counts, exact at every moment: every status change is
+/// counted in the same transaction as the change (`docs/design.md#batch-counts-and-lifecycle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// The batch record's status (`pending`, `executing`, `completed`, …), as stored.
+    pub status: String,
+    /// How many item records the batch has; `None` until its first run counted them.
+    pub total: Option<u64>,
+    /// Items per status (only statuses with items); empty until the first run.
+    pub counts: BTreeMap<ItemStatus, u64>,
+}
+
+impl BatchCounts {
+    pub fn count(&self, status: ItemStatus) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Items still in flight: `pending`, `submitting`, `processing`.
+    pub fn in_flight(&self) -> u64 {
+        self.count(ItemStatus::Pending)
+            + self.count(ItemStatus::Submitting)
+            + self.count(ItemStatus::Processing)
+    }
+}
+
 /// Per-status item counts, and the batch status they add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchCompletion {
@@ -274,8 +299,24 @@ pub trait PayoutRepository: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// When no item of the batch is left in flight, writes the batch's final status and
-    /// per-status counts and returns them; `None`, having written nothing, otherwise.
+    /// Starts a run of the batch: records the batch's item total once (the baseline of its
+    /// counts) and moves the batch to `executing`, from `pending` or, when `retry_settled`
+    /// (the run retries `failed`/`pending_kyc` items) and the counts hold such items, from
+    /// `completed`/`completed_with_failures`. Returns the counts as they stand.
+    async fn start_batch_run(
+        &self,
+        batch_id: &str,
+        retry_settled: bool,
+        now_ms: u64,
+    ) -> Result<BatchCounts, StoreError>;
+
+    /// The batch's status and live per-status counts, in one small read (whatever the batch's
+    /// size); `None` when there is no such batch.
+    async fn batch_counts(&self, batch_id: &str) -> Result<Option<BatchCounts>, StoreError>;
+
+    /// Reads the batch's counts (constant cost) and, when no item of the batch is left in
+    /// flight, writes its final status and per-status counts and returns them; `None` otherwise
+    /// (a completed batch found with items in flight again is moved back to `executing`).
     async fn refresh_batch_completion(
         &self,
         batch_id: &str,
