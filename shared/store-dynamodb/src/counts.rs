@@ -17,7 +17,7 @@ use crate::codec::{Record, get_s, n, s, status_of, unavailable, unbuildable};
 use crate::expression::Expression;
 use crate::schema::{COUNTER_SHARDS, attr, keys};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem, Update};
 use payouts_core::clock::rfc3339_from_ms;
 use payouts_core::domain::{BatchStatus, ItemStatus};
 use payouts_core::ports::repository::{BatchCompletion, BatchCounts, StoreError};
@@ -64,6 +64,12 @@ pub(crate) async fn conflict_pause(round: u32) {
     tokio::time::sleep(Duration::from_millis(base + u64::from(nanos) % base)).await;
 }
 
+/// Whether the transaction was cancelled because the batch is not counted yet: the count move
+/// at `counter` found no counter shard (see [`DynamoDbRepository::count_batch`]).
+pub(crate) fn uncounted(reasons: &[CancellationReason], counter: usize) -> bool {
+    reasons.get(counter).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+}
+
 /// The cancellation reasons of a TransactWriteItems, or the error as `StoreError`.
 pub(crate) fn cancellation<R: std::fmt::Debug>(
     err: aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
@@ -89,12 +95,15 @@ impl DynamoDbRepository {
         let parts = Expression::new()
             .add(from.as_str(), n(-1))
             .add(to.as_str(), n(1))
+            // No move is counted before the batch's base: the shard exists only once it does.
+            .require_present(attr::COUNTED)
             .build();
         Update::builder()
             .table_name(self.payouts_table())
             .key(attr::PK, s(keys::batch_pk(batch_id)))
             .key(attr::SK, s(keys::counts_sk(keys::counts_shard(item_id))))
             .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
             .set_expression_attribute_names(parts.names)
             .set_expression_attribute_values(parts.values)
             .build()
@@ -206,6 +215,76 @@ impl DynamoDbRepository {
         }
     }
 
+    /// Counts the batch once: its items by status, then one TransactWriteItems that records
+    /// `itemTotal` and `baseCounts` on the batch record (only if no other writer counted it
+    /// first) and creates its [`COUNTER_SHARDS`] counter shards (`counted`, no moves yet). Until
+    /// the shards exist every count move is refused (its condition needs `counted`), so no move
+    /// happens between the count and the base: whoever moves an item of an uncounted batch (a
+    /// run, or a webhook for a batch already in flight when counting was deployed) counts it
+    /// first. Returns the base written, or `None` when another writer counted the batch first.
+    pub(crate) async fn count_batch(
+        &self,
+        batch_id: &str,
+    ) -> Result<Option<BTreeMap<ItemStatus, u64>>, StoreError> {
+        let base = self.count_items(batch_id).await?;
+        let parts = Expression::new()
+            .require_present(attr::PK)
+            .require_absent(attr::ITEM_TOTAL)
+            .set(attr::ITEM_TOTAL, n(base.values().sum::<u64>()))
+            .set(attr::BASE_COUNTS, status_map_value(&base))
+            .build();
+        let batch = Update::builder()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::batch_pk(batch_id)))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .build()
+            .map_err(|e| unbuildable("TransactWriteItems", e))?;
+        let mut request = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(batch).build());
+        for shard in 0..COUNTER_SHARDS {
+            let absent = Expression::new().require_absent(attr::PK).build();
+            let put = Put::builder()
+                .table_name(self.payouts_table())
+                .item(attr::PK, s(keys::batch_pk(batch_id)))
+                .item(attr::SK, s(keys::counts_sk(shard)))
+                .item(attr::COUNTED, AttributeValue::Bool(true))
+                .set_condition_expression(absent.condition)
+                .set_expression_attribute_names(absent.names)
+                .build()
+                .map_err(|e| unbuildable("TransactWriteItems", e))?;
+            request = request.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        match request.send().await {
+            Ok(_) => Ok(Some(base)),
+            Err(err) => {
+                let reasons = cancellation(err)?;
+                if conflicted(&reasons)
+                    || reasons
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                {
+                    // Another writer counted the batch at the same time (or it is gone).
+                    Ok(None)
+                } else {
+                    let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+                    Err(StoreError::Unavailable {
+                        operation: "TransactWriteItems",
+                        message: format!(
+                            "counting the batch was cancelled ({}); retry",
+                            codes.join(", ")
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
     pub(crate) async fn write_batch_start(
         &self,
         batch_id: &str,
@@ -220,6 +299,16 @@ impl DynamoDbRepository {
             });
         };
         let mut counts = read.counts;
+        if counts.total.is_none() {
+            counts = match self.count_batch(batch_id).await? {
+                Some(base) => BatchCounts {
+                    total: Some(base.values().sum()),
+                    counts: base.into_iter().filter(|(_, c)| *c > 0).collect(),
+                    ..counts
+                },
+                None => self.counts_now(batch_id).await?,
+            };
+        }
         let stored = BatchStatus::parse(&counts.status);
         let reopen = match stored {
             Some(BatchStatus::Executing) => false,
@@ -230,26 +319,15 @@ impl DynamoDbRepository {
             // `pending` as upstream wrote it (or any other value upstream may write).
             _ => true,
         };
-        if counts.total.is_some() && !reopen {
+        if !reopen {
             return Ok(counts);
         }
-        let base = match counts.total {
-            Some(_) => None,
-            None => Some(self.count_items(batch_id).await?),
-        };
-        let mut expression = Expression::new().require_present(attr::PK);
-        if let Some(base) = &base {
-            expression = expression
-                .set_if_absent(attr::ITEM_TOTAL, n(base.values().sum::<u64>()))
-                .set_if_absent(attr::BASE_COUNTS, status_map_value(base));
-        }
-        if reopen {
-            expression = expression
-                .require_equal(attr::STATUS, s(&counts.status))
-                .set(attr::STATUS, s(BatchStatus::Executing.as_str()))
-                .set_if_absent(attr::STARTED_AT, s(rfc3339_from_ms(now_ms)));
-        }
-        let parts = expression.build();
+        let parts = Expression::new()
+            .require_present(attr::PK)
+            .require_equal(attr::STATUS, s(&counts.status))
+            .set(attr::STATUS, s(BatchStatus::Executing.as_str()))
+            .set_if_absent(attr::STARTED_AT, s(rfc3339_from_ms(now_ms)))
+            .build();
         let result = self
             .client()
             .update_item()
@@ -264,34 +342,31 @@ impl DynamoDbRepository {
             .await;
         match result {
             Ok(_) => {
-                if reopen {
-                    counts.status = BatchStatus::Executing.as_str().to_owned();
-                }
+                counts.status = BatchStatus::Executing.as_str().to_owned();
+                Ok(counts)
             }
-            // Another run moved the batch first (and recorded the total with it).
+            // Another run moved the batch first.
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                return self
-                    .read_counts(batch_id)
-                    .await?
-                    .map(|read| read.counts)
-                    .ok_or_else(|| StoreError::Malformed {
-                        key: keys::batch_pk(batch_id),
-                        problem: "no batch record".into(),
-                        in_flight: false,
-                    });
+                self.counts_now(batch_id).await
             }
-            Err(err) => return Err(unavailable("UpdateItem", err)),
+            Err(err) => Err(unavailable("UpdateItem", err)),
         }
-        if let Some(base) = base {
-            counts.total = Some(base.values().sum());
-            counts.counts = base;
-            counts.counts.retain(|_, c| *c > 0);
-        }
-        Ok(counts)
+    }
+
+    /// The batch's counts read again (after another writer moved it).
+    async fn counts_now(&self, batch_id: &str) -> Result<BatchCounts, StoreError> {
+        self.read_counts(batch_id)
+            .await?
+            .map(|read| read.counts)
+            .ok_or_else(|| StoreError::Malformed {
+                key: keys::batch_pk(batch_id),
+                problem: "no batch record".into(),
+                in_flight: false,
+            })
     }
 
     pub(crate) async fn write_batch_completion(

@@ -4,7 +4,7 @@
 
 use crate::DynamoDbRepository;
 use crate::codec::{Record, get_n, get_s, n, s, status, status_of, unavailable, unbuildable};
-use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted};
+use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted, uncounted};
 use crate::expression::Expression;
 use crate::schema::{EVENT_RETENTION_SECS, PROVIDER_PAYOUT_ID_INDEX, attr, keys};
 use aws_sdk_dynamodb::types::{
@@ -99,6 +99,11 @@ impl DynamoDbRepository {
             }
             if conflicted(&reasons) && round < CONFLICT_ATTEMPTS {
                 conflict_pause(round).await;
+                continue;
+            }
+            if !failed(0) && !failed(1) && uncounted(&reasons, 2) && round < CONFLICT_ATTEMPTS {
+                // A batch in flight from before it was counted: count it, then move.
+                self.count_batch(&item.batch_id).await?;
                 continue;
             }
             return self

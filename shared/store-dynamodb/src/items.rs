@@ -6,7 +6,7 @@ use crate::codec::{
     Record, decode_batch, decode_item, decode_method, get_s, n, s, status, status_of, unavailable,
     unbuildable,
 };
-use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted};
+use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted, uncounted};
 use crate::expression::Expression;
 use crate::schema::{attr, keys};
 use aws_sdk_dynamodb::error::SdkError;
@@ -474,6 +474,11 @@ impl DynamoDbRepository {
                 });
             }
             round += 1;
+            if uncounted(&reasons, 1) && round < CONFLICT_ATTEMPTS {
+                // A batch in flight from before it was counted: count it, then move.
+                self.count_batch(batch_id).await?;
+                continue;
+            }
             if !conflicted(&reasons) || round >= CONFLICT_ATTEMPTS {
                 let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
                 return Err(StoreError::Unavailable {

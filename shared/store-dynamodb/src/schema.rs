@@ -61,6 +61,9 @@ pub mod attr {
     /// Added to the batch by its first run: its items per status when counted (status → N),
     /// the base the counter shards' moves add to.
     pub const BASE_COUNTS: &str = "baseCounts";
+    /// On a counter shard: written with the batch's base counts. Every count move requires it,
+    /// so no move is counted before the batch is.
+    pub const COUNTED: &str = "counted";
     /// Added to the batch by its first run: when it started executing.
     pub const STARTED_AT: &str = "startedAt";
     /// Webhook event records.

@@ -391,3 +391,63 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
     );
     assert_exact(&env, "b-big", "after the events").await;
 }
+
+/// A batch in flight when counting was deployed: the service moved its items before it kept
+/// counts (no base, no shards). A webhook that settles one of its items before the batch's next
+/// run must not count its move on top of what that run's count then sees: the counts start
+/// exact, and stay exact.
+#[tokio::test]
+async fn a_batch_in_flight_when_counting_was_deployed_is_counted_exactly() {
+    let env = TestEnv::start().await;
+    let batch = integration_tests::items(3, "2.00");
+    env.seed_batch("b-upgrade", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    // As the service left it before it counted: every item `processing` with its transfer.
+    let mut transfers = Vec::new();
+    for (item_id, _, _) in &batch {
+        let transfer_id = format!("tr_{item_id}");
+        env.set_item_attributes(
+            "b-upgrade",
+            item_id,
+            &[
+                (attr::STATUS, Some(s("processing"))),
+                (attr::ATTEMPT, Some(number(1))),
+                (attr::ITEM_PROVIDER, Some(s("sandbox"))),
+                (attr::PROVIDER_PAYOUT_ID, Some(s(&transfer_id))),
+            ],
+        )
+        .await;
+        transfers.push(SandboxTransfer {
+            id: transfer_id,
+            idempotency_key: String::new(),
+            batch_id: "b-upgrade".into(),
+            item_id: item_id.clone(),
+            destination: String::new(),
+            amount_minor: 200,
+            currency: "USD".into(),
+        });
+    }
+    let outcome = settle(&env, &paid("evt_before_counting", &transfers[0])).await;
+    assert!(
+        matches!(outcome, SettlementOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_exact(
+        &env,
+        "b-upgrade",
+        "after an event before the first counted run",
+    )
+    .await;
+    // The job's redelivery runs the batch: nothing to pay, the counts as they were.
+    env.executor(&sandbox(0), test_config())
+        .execute_payout_batch("b-upgrade", None)
+        .await
+        .unwrap();
+    assert_exact(&env, "b-upgrade", "after the run").await;
+    for (i, transfer) in transfers.iter().enumerate().skip(1) {
+        settle(&env, &paid(&format!("evt_after_{i}"), transfer)).await;
+    }
+    assert_exact(&env, "b-upgrade", "after the last events").await;
+    let batch = env.raw_batch("b-upgrade").await;
+    assert_eq!(batch_status(&batch), "completed", "{batch:?}");
+}

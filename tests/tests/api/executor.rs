@@ -31,19 +31,21 @@ async fn happy_path_pays_each_item_once_with_two_writes_per_item() {
     let requests = env.requests.by_operation();
     assert_eq!(
         requests.get("TransactWriteItems"),
-        Some(&10),
-        "claim + record per item, each with its count move: {requests:?}"
+        Some(&11),
+        "claim + record per item, each with its count move, and the batch's count (base and \
+         counter shards, once per batch): {requests:?}"
     );
     assert_eq!(
         requests.get("UpdateItem"),
         Some(&1),
-        "the batch's start (executing, item total): {requests:?}"
+        "the batch's start (executing): {requests:?}"
     );
     assert_eq!(
         env.requests.total(),
-        17,
-        "plus one GetItem, one BatchGetItem, and four Query (the counts at the start; the item \
-         total, once per batch; the items; the completion check, which reads the counts): {requests:?}"
+        18,
+        "plus one GetItem, one BatchGetItem, and four Query (the counts at the start; the items \
+         by status, once per batch; the items; the completion check, which reads the counts): \
+         {requests:?}"
     );
     let transfers = psp.transfers();
     assert_eq!(transfers.len(), 5);

@@ -349,6 +349,8 @@ struct Scenario {
     webhook_faults: RequestCounter,
     /// A stream of its own for webhooks between rounds (the other draws stay as they were).
     between: Rng,
+    /// Set when the batch's counts were taken away (see `forget_counts`), until it is counted.
+    counts_forgotten: bool,
     batch_id: String,
     /// item id → (user id, destination account)
     items: BTreeMap<String, (String, String)>,
@@ -578,6 +580,7 @@ impl Scenario {
             webhooks,
             webhook_faults,
             between: Rng(seed.rotate_left(17) ^ 0xbe7e),
+            counts_forgotten: false,
             batch_id,
             items,
             unverified,
@@ -930,6 +933,13 @@ impl Scenario {
                 ));
             }
         }
+        if chaos && self.between.chance(0.1) {
+            self.forget_counts().await;
+            self.faults += 1;
+            self.trace.push(format!(
+                "round {round}: the batch's counts are gone, as for a batch in flight when counting was deployed"
+            ));
+        }
         if chaos && self.between.chance(0.5) {
             // Events arrive while no run is in flight: items left `failed` awaiting a lookup, or
             // waiting for a recipient, hold them until their transfer is recorded.
@@ -1023,9 +1033,38 @@ impl Scenario {
         ));
     }
 
+    /// Takes the batch back to before it was counted (no `itemTotal`, `baseCounts` or counter
+    /// shards), with its items where they are: a batch in flight when counting was deployed.
+    async fn forget_counts(&mut self) {
+        let client = self.env.client();
+        let table = self.env.store.payouts_table();
+        client
+            .update_item()
+            .table_name(table)
+            .key(attr::PK, s(keys::batch_pk(&self.batch_id)))
+            .key(attr::SK, s(keys::BATCH_SK))
+            .update_expression("REMOVE #total, #base")
+            .expression_attribute_names("#total", attr::ITEM_TOTAL)
+            .expression_attribute_names("#base", attr::BASE_COUNTS)
+            .send()
+            .await
+            .expect("forget the base");
+        for shard in 0..payouts_store_dynamodb::schema::COUNTER_SHARDS {
+            client
+                .delete_item()
+                .table_name(table)
+                .key(attr::PK, s(keys::batch_pk(&self.batch_id)))
+                .key(attr::SK, s(keys::counts_sk(shard)))
+                .send()
+                .await
+                .expect("forget a shard");
+        }
+        self.counts_forgotten = true;
+    }
+
     /// The batch's live counts (its counter shards) equal its items' statuses: checked after
     /// every round, crashes and concurrent deliveries included, not only at the end.
-    async fn check_counts(&self, when: &str) -> Vec<String> {
+    async fn check_counts(&mut self, when: &str) -> Vec<String> {
         let mut from_items: BTreeMap<ItemStatus, u64> = BTreeMap::new();
         for item in self.env.items(&self.batch_id).await {
             *from_items.entry(item.status).or_default() += 1;
@@ -1037,6 +1076,11 @@ impl Scenario {
             .await
             .expect("read counts")
             .expect("batch exists");
+        if live.total.is_none() && self.counts_forgotten {
+            // Forgotten, and nothing moved an item since: the next mover counts the batch.
+            return Vec::new();
+        }
+        self.counts_forgotten = false;
         if live.total.is_none() {
             // No run got as far as starting: nothing has moved.
             return if from_items.keys().all(|s| *s == ItemStatus::Pending) {

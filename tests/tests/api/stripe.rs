@@ -72,8 +72,8 @@ async fn happy_path_pays_through_the_http_adapter() {
     assert!(!summary.needs_another_run());
     assert_eq!(
         t.env.requests.get("TransactWriteItems"),
-        6,
-        "claim + record per item"
+        7,
+        "claim + record per item, and the batch's count (once per batch)"
     );
     let transfers = t.fake.transfers();
     assert_eq!(transfers.len(), 3);
