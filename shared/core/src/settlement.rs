@@ -3,9 +3,11 @@
 //! [`apply_payment_event`] once per event; everything here is safe to repeat and to reorder.
 
 use crate::clock::Clock;
-use crate::domain::PayoutItem;
-use crate::ports::repository::{BatchCompletion, EventApplied, PayoutRepository, StoreError};
-use crate::ports::webhook::{PaymentEvent, PaymentEventKind};
+use crate::domain::ItemStatus;
+use crate::ports::repository::{
+    BatchCompletion, EventApplied, EventTarget, PayoutRepository, StoreError,
+};
+use crate::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use tracing::{info, warn};
 
 /// What an event did, for the HTTP answer and the log.
@@ -45,121 +47,182 @@ pub async fn apply_payment_event(
     provider: &str,
     event: &PaymentEvent,
 ) -> Result<SettlementOutcome, StoreError> {
-    let (outcome, item) = settle_event(store, clock, provider, event).await?;
-    let (Some(item), Some(transfer_id)) = (item, event.provider_payout_id.as_deref()) else {
-        return Ok(outcome);
+    let settled = settle_event(store, clock, provider, event).await?;
+    let (Some(transfer_id), Some(item)) = (event.provider_payout_id.as_deref(), &settled.item)
+    else {
+        return Ok(settled.outcome);
     };
-    let records_transfer = item.provider_payout_id.as_deref() == Some(transfer_id);
-    match &outcome {
-        SettlementOutcome::Held { batch_id, item_id } => {
-            // The item may have come to record the transfer while this event was being held.
-            let now = store.get_item(batch_id, item_id).await?;
-            if now.is_some_and(|now| now.provider_payout_id.as_deref() == Some(transfer_id)) {
+    let (batch_id, item_id) = (item.batch_id.as_str(), item.item_id.as_str());
+    let release = match (&settled.outcome, settled.held) {
+        // The item may have come to record the transfer while this event was being held.
+        (SettlementOutcome::Held { .. }, _) => {
+            let recorded = store
+                .get_item(batch_id, item_id)
+                .await?
+                .is_some_and(|now| now.provider_payout_id.as_deref() == Some(transfer_id));
+            if recorded {
                 info!(
                     batch_id,
                     item_id,
                     provider_payout_id = transfer_id,
                     "the item recorded the transfer while its event was being held: released at once"
                 );
-                let applied =
-                    apply_held_events(store, clock, provider, batch_id, item_id, transfer_id)
-                        .await?;
-                if applied > 0 {
-                    return Ok(SettlementOutcome::Applied {
-                        batch_id: batch_id.clone(),
-                        item_id: item_id.clone(),
-                        batch_completion: None,
-                    });
-                }
             }
+            recorded
         }
-        SettlementOutcome::Applied { .. } | SettlementOutcome::Duplicate
-            if item.held_transfer_ids.iter().any(|t| t == transfer_id)
-                && (records_transfer || sets_transfer(event)) =>
-        {
-            apply_held_events(
-                store,
-                clock,
-                provider,
-                &item.batch_id,
-                &item.item_id,
-                transfer_id,
-            )
-            .await?;
+        (_, HeldEvents::Listed) => true,
+        // A redelivery: the first delivery may have died before it released what is held.
+        (SettlementOutcome::Duplicate, HeldEvents::Unknown) => {
+            store.get_item(batch_id, item_id).await?.is_some_and(|now| {
+                now.provider_payout_id.as_deref() == Some(transfer_id)
+                    && now.held_transfer_ids.iter().any(|t| t == transfer_id)
+            })
         }
-        _ => {}
+        _ => false,
+    };
+    if !release {
+        return Ok(settled.outcome);
     }
-    Ok(outcome)
+    let applied = apply_held_events(store, clock, provider, batch_id, item_id, transfer_id).await?;
+    Ok(match settled.outcome {
+        SettlementOutcome::Held { .. } if applied > 0 => SettlementOutcome::Applied {
+            batch_id: batch_id.to_owned(),
+            item_id: item_id.to_owned(),
+            batch_completion: None,
+        },
+        outcome => outcome,
+    })
 }
 
-/// Whether applying `event` records its transfer on the item (a reversal never does).
-fn sets_transfer(event: &PaymentEvent) -> bool {
-    matches!(
-        event.kind,
-        Some(PaymentEventKind::Paid | PaymentEventKind::Failed { .. })
-    )
+/// What settlement knows of the transfer's held events after applying one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldEvents {
+    /// The item records the transfer and lists it as held: release them.
+    Listed,
+    /// Nothing says there are any.
+    None,
+    /// Not known (a duplicate touches no item).
+    Unknown,
 }
 
-/// One event's effect, and the item it was about (as read before applying it).
+/// One event's effect, the item it was about, and what is known of its transfer's held events.
+struct Settled {
+    outcome: SettlementOutcome,
+    item: Option<ItemReference>,
+    held: HeldEvents,
+}
+
+/// One event's effect. An event that names its item is applied without reading the item
+/// first; otherwise (or when the named item does not exist) the item is found by the transfer
+/// id through the index.
 async fn settle_event(
     store: &dyn PayoutRepository,
     clock: &dyn Clock,
     provider: &str,
     event: &PaymentEvent,
-) -> Result<(SettlementOutcome, Option<PayoutItem>), StoreError> {
+) -> Result<Settled, StoreError> {
+    let ignored = |reason: String| Settled {
+        outcome: SettlementOutcome::Ignored { reason },
+        item: None,
+        held: HeldEvents::None,
+    };
     let Some(kind) = &event.kind else {
         let reason = format!("event type {} moves no item", event.event_type);
         info!(event_id = %event.event_id, event_type = %event.event_type, "webhook event ignored: {reason}");
-        return Ok((SettlementOutcome::Ignored { reason }, None));
+        return Ok(ignored(reason));
     };
-    let Some(item) = find_item(store, event).await? else {
+    let now = clock.now_ms();
+    let mut applied = None;
+    if let Some(reference) = &event.reference {
+        let target = EventTarget {
+            item: reference.clone(),
+            status: None,
+        };
+        match store
+            .apply_item_event(provider, event, kind, &target, now)
+            .await?
+        {
+            EventApplied::NoItem => {}
+            outcome => applied = Some((outcome, reference.clone())),
+        }
+    }
+    if applied.is_none()
+        && let Some(ppid) = &event.provider_payout_id
+        && let Some(item) = store.find_item_by_provider_payout_id(ppid).await?
+    {
+        let target = EventTarget {
+            item: ItemReference {
+                batch_id: item.batch_id.clone(),
+                item_id: item.item_id.clone(),
+            },
+            status: Some(item.status),
+        };
+        let outcome = store
+            .apply_item_event(provider, event, kind, &target, now)
+            .await?;
+        applied = Some((outcome, target.item));
+    }
+    let Some((applied, reference)) = applied.filter(|(a, _)| *a != EventApplied::NoItem) else {
         let reason = "no payout item for this transfer".to_owned();
         let first = store
-            .record_event_once(provider, event, None, &reason, clock.now_ms())
+            .record_event_once(provider, event, None, &reason, now)
             .await?;
         warn!(
             event_id = %event.event_id, event_type = %event.event_type,
             provider_payout_id = ?event.provider_payout_id, "webhook event ignored: {reason}"
         );
-        let outcome = if first {
-            SettlementOutcome::Ignored { reason }
+        return Ok(if first {
+            ignored(reason)
         } else {
-            SettlementOutcome::Duplicate
-        };
-        return Ok((outcome, None));
+            Settled {
+                outcome: SettlementOutcome::Duplicate,
+                item: None,
+                held: HeldEvents::None,
+            }
+        });
     };
-    let applied = store
-        .apply_item_event(provider, event, kind, &item, clock.now_ms())
-        .await?;
-    let (batch_id, item_id) = (item.batch_id.clone(), item.item_id.clone());
-    let outcome = match applied {
-        EventApplied::Applied => {
+    let (batch_id, item_id) = (reference.batch_id.clone(), reference.item_id.clone());
+    let (outcome, held) = match applied {
+        EventApplied::Applied { from } | EventApplied::AppliedWithHeldEvents { from } => {
             info!(
                 batch_id, item_id, event_id = %event.event_id, event_type = %event.event_type,
-                from = %item.status, to = %target(kind, &item), reason = ?reason_of(kind), "item transition"
+                from = ?from.map(ItemStatus::as_str), to = %target(kind, from), reason = ?reason_of(kind),
+                "item transition"
             );
+            // Held events apply once the item records their transfer: a paid or failed event
+            // records it; a reversal only meets it recorded.
+            let held = match applied {
+                EventApplied::AppliedWithHeldEvents { .. } if sets_transfer(event) => {
+                    HeldEvents::Listed
+                }
+                _ => HeldEvents::None,
+            };
             let batch_completion = complete_batch(store, clock, &batch_id).await?;
-            SettlementOutcome::Applied {
+            let outcome = SettlementOutcome::Applied {
                 batch_id,
                 item_id,
                 batch_completion,
-            }
+            };
+            (outcome, held)
         }
         EventApplied::Duplicate => {
             info!(batch_id, item_id, event_id = %event.event_id, "duplicate webhook event: already applied");
             // The first delivery may have failed between applying and completing the batch.
             complete_batch(store, clock, &batch_id).await?;
-            SettlementOutcome::Duplicate
+            (SettlementOutcome::Duplicate, HeldEvents::Unknown)
         }
-        EventApplied::NotApplicable { current } => {
+        EventApplied::NotApplicable {
+            current,
+            current_payout_id,
+        } => {
             let reason = format!(
                 "item is {} (transfer {}), which a {} event does not change",
                 current.map(|s| s.as_str()).unwrap_or("unknown"),
-                item.provider_payout_id.as_deref().unwrap_or("not recorded"),
+                current_payout_id.as_deref().unwrap_or("not recorded"),
                 event.event_type
             );
             warn!(batch_id, item_id, event_id = %event.event_id, "webhook event not applied: {reason}");
-            SettlementOutcome::Ignored { reason }
+            (SettlementOutcome::Ignored { reason }, HeldEvents::None)
         }
         EventApplied::Held { current } => {
             info!(
@@ -167,10 +230,18 @@ async fn settle_event(
                 provider_payout_id = ?event.provider_payout_id,
                 "webhook event held: the item does not record this transfer yet; applied when it does"
             );
-            SettlementOutcome::Held { batch_id, item_id }
+            (
+                SettlementOutcome::Held { batch_id, item_id },
+                HeldEvents::None,
+            )
         }
+        EventApplied::NoItem => unreachable!("filtered above"),
     };
-    Ok((outcome, Some(item)))
+    Ok(Settled {
+        outcome,
+        item: Some(reference),
+        held,
+    })
 }
 
 /// Applies the events held for `transfer_id` (the item now records it), each once, forgets
@@ -191,7 +262,9 @@ pub async fn apply_held_events(
             event_id: format!("{}{RELEASED}", held.event_id),
             ..held.clone()
         };
-        let (outcome, _) = settle_event(store, clock, provider, &released).await?;
+        let outcome = settle_event(store, clock, provider, &released)
+            .await?
+            .outcome;
         info!(event_id = %held.event_id, provider_payout_id = transfer_id, outcome = ?outcome, "held webhook event released");
         if matches!(outcome, SettlementOutcome::Applied { .. }) {
             applied += 1;
@@ -204,28 +277,6 @@ pub async fn apply_held_events(
         .forget_held_transfer(batch_id, item_id, transfer_id)
         .await?;
     Ok(applied)
-}
-
-/// The item by the reference the executor sent as metadata, else by the PSP's transfer id.
-async fn find_item(
-    store: &dyn PayoutRepository,
-    event: &PaymentEvent,
-) -> Result<Option<PayoutItem>, StoreError> {
-    let by_reference = match &event.reference {
-        Some(reference) => {
-            store
-                .get_item(&reference.batch_id, &reference.item_id)
-                .await?
-        }
-        None => None,
-    };
-    if by_reference.is_some() {
-        return Ok(by_reference);
-    }
-    match &event.provider_payout_id {
-        Some(ppid) => store.find_item_by_provider_payout_id(ppid).await,
-        None => Ok(None),
-    }
 }
 
 async fn complete_batch(
@@ -247,11 +298,12 @@ async fn complete_batch(
     Ok(completion)
 }
 
-fn target(kind: &PaymentEventKind, item: &PayoutItem) -> String {
-    match kind {
-        PaymentEventKind::Paid => "paid".to_owned(),
-        PaymentEventKind::Failed { .. } => "failed".to_owned(),
-        PaymentEventKind::Reversed { .. } => format!("{} (reversal recorded)", item.status),
+fn target(kind: &PaymentEventKind, from: Option<ItemStatus>) -> String {
+    match (kind, from) {
+        (PaymentEventKind::Paid, _) => "paid".to_owned(),
+        (PaymentEventKind::Failed { .. }, _) => "failed".to_owned(),
+        (PaymentEventKind::Reversed { .. }, Some(from)) => format!("{from} (reversal recorded)"),
+        (PaymentEventKind::Reversed { .. }, None) => "unchanged (reversal recorded)".to_owned(),
     }
 }
 
@@ -260,4 +312,12 @@ fn reason_of(kind: &PaymentEventKind) -> Option<&str> {
         PaymentEventKind::Paid => None,
         PaymentEventKind::Failed { reason } | PaymentEventKind::Reversed { reason } => Some(reason),
     }
+}
+
+/// Whether applying `event` records its transfer on the item (a reversal never does).
+fn sets_transfer(event: &PaymentEvent) -> bool {
+    matches!(
+        event.kind,
+        Some(PaymentEventKind::Paid | PaymentEventKind::Failed { .. })
+    )
 }

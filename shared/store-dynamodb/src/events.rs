@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use payouts_core::clock::rfc3339_from_ms;
 use payouts_core::domain::{ItemStatus, PayoutItem};
-use payouts_core::ports::repository::{EventApplied, StoreError};
+use payouts_core::ports::repository::{EventApplied, EventTarget, StoreError};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use std::collections::HashMap;
 
@@ -59,18 +59,24 @@ impl DynamoDbRepository {
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
-        item: &PayoutItem,
+        target: &EventTarget,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
+        let item = &target.item;
         let record = self.event_put(provider, event, Some(item), APPLIED, now_ms)?;
         // The status the item is expected to move from: the counts move from it, so the
-        // guard is on that status exactly. An item found in another movable status (a claim or
-        // the executor's record moved it since it was read) is tried again from that status.
-        let mut expected = item.status;
+        // guard is on that status exactly. Unread, it is guessed `processing` (the executor
+        // records the transfer before the PSP's events come, as a rule); an item found in
+        // another movable status is tried again from that status.
+        let mut expected = target.status.unwrap_or(ItemStatus::Processing);
+        // Whether the item lists this event's transfer among those with held events: the
+        // guard first requires it does not, so the common case needs no read; when it does,
+        // the event applies all the same and settlement releases the held events next.
+        let mut held = Held::NotListed;
         let mut round = 0;
         loop {
             let (update, moves) =
-                self.event_update(provider, event, kind, item, expected, now_ms)?;
+                self.event_update(provider, event, kind, item, expected, held, now_ms)?;
             let mut request = self
                 .client()
                 .transact_write_items()
@@ -84,16 +90,32 @@ impl DynamoDbRepository {
                     request.transact_items(TransactWriteItem::builder().update(counter).build());
             }
             let reasons = match request.send().await {
-                Ok(_) => return Ok(EventApplied::Applied),
+                Ok(_) => {
+                    let from = moves.map(|_| expected);
+                    return Ok(match held {
+                        Held::NotListed => EventApplied::Applied { from },
+                        Held::Listed => EventApplied::AppliedWithHeldEvents { from },
+                    });
+                }
                 Err(err) => cancellation(err)?,
             };
             round += 1;
             let failed =
                 |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
             if failed(1) && !failed(0) && round < CONFLICT_ATTEMPTS {
-                let now = reasons[1].item().and_then(|old: &Record| status_of(old));
-                if let Some(now) = now.filter(|now| *now != expected && movable(kind, *now)) {
+                let Some(old) = reasons[1].item() else {
+                    return Ok(EventApplied::NoItem);
+                };
+                let mut again = false;
+                if held == Held::NotListed && lists_held(old, event) {
+                    held = Held::Listed;
+                    again = true;
+                }
+                if let Some(now) = status_of(old).filter(|now| movable(kind, *now)) {
+                    again |= now != expected;
                     expected = now;
+                }
+                if again {
                     continue;
                 }
             }
@@ -116,13 +138,15 @@ impl DynamoDbRepository {
     /// may move from and by the transfer being the item's own.
     /// Returns the update and the status the item moves to (`None` for a reversal, which
     /// moves no status): the guard holds the status to `expected`, which must be movable.
+    #[allow(clippy::too_many_arguments)]
     fn event_update(
         &self,
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
-        item: &PayoutItem,
+        item: &ItemReference,
         expected: ItemStatus,
+        held: Held,
         now_ms: u64,
     ) -> Result<(Update, Option<ItemStatus>), StoreError> {
         let now = s(rfc3339_from_ms(now_ms));
@@ -179,6 +203,9 @@ impl DynamoDbRepository {
             if !matches!(kind, PaymentEventKind::Reversed { .. }) {
                 expression = expression.set(attr::PROVIDER_PAYOUT_ID, s(ppid));
             }
+            if held == Held::NotListed {
+                expression = expression.require_not_listed(attr::HELD_TRANSFER_IDS, s(ppid));
+            }
         }
         let parts = expression.build();
         let update = Update::builder()
@@ -201,7 +228,7 @@ impl DynamoDbRepository {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: &PayoutItem,
+        item: &ItemReference,
         reasons: &[CancellationReason],
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
@@ -246,7 +273,12 @@ impl DynamoDbRepository {
         {
             return Ok(EventApplied::Duplicate);
         }
-        Ok(EventApplied::NotApplicable { current })
+        Ok(EventApplied::NotApplicable {
+            current,
+            current_payout_id: old
+                .and_then(|old| get_s(old, attr::PROVIDER_PAYOUT_ID))
+                .map(str::to_owned),
+        })
     }
 
     /// Keeps `event` under its transfer until the item records that transfer, in one
@@ -257,7 +289,7 @@ impl DynamoDbRepository {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: &PayoutItem,
+        item: &ItemReference,
         current: Option<ItemStatus>,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
@@ -406,7 +438,7 @@ impl DynamoDbRepository {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: Option<&PayoutItem>,
+        item: Option<&ItemReference>,
         outcome: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
@@ -437,7 +469,7 @@ impl DynamoDbRepository {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: Option<&PayoutItem>,
+        item: Option<&ItemReference>,
         outcome: &str,
         now_ms: u64,
     ) -> Result<Put, StoreError> {
@@ -449,6 +481,22 @@ impl DynamoDbRepository {
             .set_expression_attribute_names(once.names)
             .build()
             .map_err(|e| unbuildable("TransactWriteItems", e))
+    }
+}
+
+/// Whether the item lists the event's transfer among those with held events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    NotListed,
+    Listed,
+}
+
+/// Whether `old` (the item as a failed guard returned it) lists the event's transfer in
+/// `heldTransferIds`.
+fn lists_held(old: &Record, event: &PaymentEvent) -> bool {
+    match (old.get(attr::HELD_TRANSFER_IDS), &event.provider_payout_id) {
+        (Some(AttributeValue::Ss(ids)), Some(transfer)) => ids.contains(transfer),
+        _ => false,
     }
 }
 
@@ -485,7 +533,7 @@ fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool 
 fn held_record(
     provider: &str,
     event: &PaymentEvent,
-    item: &PayoutItem,
+    item: &ItemReference,
     now_ms: u64,
 ) -> Option<Record> {
     let (Some(transfer_id), Some(kind)) = (&event.provider_payout_id, &event.kind) else {
@@ -546,7 +594,7 @@ fn decode_held_event(record: &Record) -> Option<PaymentEvent> {
 fn event_record(
     provider: &str,
     event: &PaymentEvent,
-    item: Option<&PayoutItem>,
+    item: Option<&ItemReference>,
     outcome: &str,
     now_ms: u64,
 ) -> Record {

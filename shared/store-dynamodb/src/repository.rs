@@ -4,10 +4,10 @@
 use crate::DynamoDbRepository;
 use payouts_core::domain::{PayoutBatch, PayoutItem, PayoutMethod};
 use payouts_core::ports::repository::{
-    BatchCompletion, BatchCounts, Claim, ClaimOutcome, CurrentKey, EventApplied, ItemPage,
-    PageCursor, PayoutRepository, StoreError, TransitionOutcome,
+    BatchCompletion, BatchCounts, Claim, ClaimOutcome, CurrentKey, EventApplied, EventTarget,
+    ItemPage, PageCursor, PayoutRepository, StoreError, TransitionOutcome,
 };
-use payouts_core::ports::webhook::{PaymentEvent, PaymentEventKind};
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -127,10 +127,10 @@ impl PayoutRepository for DynamoDbRepository {
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
-        item: &PayoutItem,
+        target: &EventTarget,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError> {
-        self.write_item_event(provider, event, kind, item, now_ms)
+        self.write_item_event(provider, event, kind, target, now_ms)
             .await
     }
 
@@ -166,7 +166,7 @@ impl PayoutRepository for DynamoDbRepository {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: Option<&PayoutItem>,
+        item: Option<&ItemReference>,
         outcome: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError> {

@@ -360,9 +360,17 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
             "{outcome:?}"
         );
         let requests = env.requests.by_operation();
+        assert_eq!(
+            (requests.get("TransactWriteItems"), requests.get("Query")),
+            (Some(&1), Some(&1)),
+            "the {position} item's event: its transaction (event record, item, counter shard) \
+             and the completion check, no read of the item: {requests:?}"
+        );
+        assert_eq!(env.requests.total(), 2, "{requests:?}");
         assert!(
-            env.requests.total() <= 3,
-            "the {position} item's event, completion check included: {requests:?}"
+            env.requests.bytes_received() <= 8 * 1024,
+            "the {position} item's event read {} bytes",
+            env.requests.bytes_received()
         );
     }
 
@@ -380,15 +388,13 @@ async fn an_event_costs_the_same_few_requests_for_the_first_and_the_last_item_of
     );
     let requests = env.requests.by_operation();
     assert_eq!(
-        env.requests.total() - env.requests.get("UpdateItem"),
+        env.requests.total(),
         3,
-        "the event that completes the batch, completion check included: {requests:?}"
+        "the event that completes the batch: its transaction, the completion check and the \
+         batch record's write: {requests:?}"
     );
-    assert_eq!(
-        env.requests.get("UpdateItem"),
-        1,
-        "and the batch record's write: {requests:?}"
-    );
+    assert_eq!(env.requests.get("UpdateItem"), 1, "{requests:?}");
+    assert!(env.requests.bytes_received() <= 8 * 1024);
     assert_exact(&env, "b-big", "after the events").await;
 }
 

@@ -3,7 +3,7 @@
 //! write, which is what makes the protocol safe (`docs/design.md#the-item-protocol-claim-pay-record`).
 
 use crate::domain::{BatchStatus, ItemStatus, PayoutBatch, PayoutItem, PayoutMethod};
-use crate::ports::webhook::{PaymentEvent, PaymentEventKind};
+use crate::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -90,20 +90,39 @@ pub struct ItemPage {
     pub next: Option<PageCursor>,
 }
 
+/// The item an event is about: its key, and its status when settlement read it. An event that
+/// names its item (the reference the executor sent as metadata) is applied without reading
+/// the item first: the write guesses `processing` and learns the real status from a failed
+/// guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTarget {
+    pub item: ItemReference,
+    pub status: Option<ItemStatus>,
+}
+
 /// What applying an event to an item did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventApplied {
-    /// The item moved (or, for a reversal, the reversal was recorded); the event is recorded.
-    Applied,
+    /// The item moved from `from` (or, for a reversal, `from` is `None` and the reversal was
+    /// recorded); the event is recorded.
+    Applied { from: Option<ItemStatus> },
+    /// As `Applied`, and the item lists this event's transfer among those with held events:
+    /// settlement applies them next.
+    AppliedWithHeldEvents { from: Option<ItemStatus> },
     /// This event id was already recorded: nothing written.
     Duplicate,
     /// The item is not in a state this event may change (e.g. `failed` after `paid`, or another
     /// transfer's event); nothing moved, the event is recorded so a redelivery is a no-op.
-    NotApplicable { current: Option<ItemStatus> },
+    NotApplicable {
+        current: Option<ItemStatus>,
+        current_payout_id: Option<String>,
+    },
     /// The item does not record this event's transfer yet, but may later (reconciliation can
     /// find it): the event is recorded as seen and held for that transfer, to be applied when
     /// the item records it ([`PayoutRepository::held_events`]).
     Held { current: Option<ItemStatus> },
+    /// There is no item under this key: nothing written.
+    NoItem,
 }
 
 /// A batch's live per-status item counts, exact at every moment: every status change is
@@ -258,7 +277,7 @@ pub trait PayoutRepository: Send + Sync {
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
-        item: &PayoutItem,
+        target: &EventTarget,
         now_ms: u64,
     ) -> Result<EventApplied, StoreError>;
 
@@ -294,7 +313,7 @@ pub trait PayoutRepository: Send + Sync {
         &self,
         provider: &str,
         event: &PaymentEvent,
-        item: Option<&PayoutItem>,
+        item: Option<&ItemReference>,
         outcome: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
