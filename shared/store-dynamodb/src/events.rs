@@ -75,8 +75,14 @@ impl DynamoDbRepository {
         let mut held = Held::NotListed;
         let mut round = 0;
         loop {
-            let (update, moves) =
-                self.event_update(provider, event, kind, item, expected, held, now_ms)?;
+            let (update, moves) = self.event_update(
+                provider,
+                event,
+                kind,
+                item,
+                Guard { expected, held },
+                now_ms,
+            )?;
             let mut request = self
                 .client()
                 .transact_write_items()
@@ -138,15 +144,13 @@ impl DynamoDbRepository {
     /// may move from and by the transfer being the item's own.
     /// Returns the update and the status the item moves to (`None` for a reversal, which
     /// moves no status): the guard holds the status to `expected`, which must be movable.
-    #[allow(clippy::too_many_arguments)]
     fn event_update(
         &self,
         provider: &str,
         event: &PaymentEvent,
         kind: &PaymentEventKind,
         item: &ItemReference,
-        expected: ItemStatus,
-        held: Held,
+        Guard { expected, held }: Guard,
         now_ms: u64,
     ) -> Result<(Update, Option<ItemStatus>), StoreError> {
         let now = s(rfc3339_from_ms(now_ms));
@@ -482,6 +486,14 @@ impl DynamoDbRepository {
             .build()
             .map_err(|e| unbuildable("TransactWriteItems", e))
     }
+}
+
+/// What an event's item update requires beyond its transition's guard.
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    /// The status the item moves from (the count moves from it).
+    expected: ItemStatus,
+    held: Held,
 }
 
 /// Whether the item lists the event's transfer among those with held events.
