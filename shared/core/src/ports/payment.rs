@@ -9,6 +9,22 @@ use crate::ports::webhook::WebhookVerifier;
 use std::fmt;
 use std::time::Duration;
 
+/// A transfer's state at the PSP, as the reconciler reads it (`docs/design.md#reconciler`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferState {
+    /// Made and not final yet (Adyen `received`, `authorised`): wait.
+    InFlight,
+    /// The money reached the recipient's account (Stripe: the transfer exists, not reversed;
+    /// Adyen `booked`).
+    Paid,
+    /// The PSP refused or failed it (Adyen `refused`, `failed`); the reason as the PSP gives it.
+    Failed { reason: String },
+    /// Paid, then taken back (Stripe: reversed in full; Adyen `returned`).
+    Reversed { reason: String },
+    /// The PSP answered completely and has no transfer with this id.
+    NotFound,
+}
+
 /// The PSP idempotency key of one item's transfer: derived from batch, item and key generation,
 /// never random and never per attempt, so a retry after a crash gets the original transfer back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,6 +225,20 @@ pub trait PaymentAdapter: WebhookVerifier {
     /// `None`: the PSP keeps keys forever.
     fn key_reuse_window(&self) -> Option<Duration> {
         None
+    }
+
+    /// What the PSP says of `transfer_id` now, looked up by its id (Stripe
+    /// `GET /v1/transfers/{id}`, Adyen `GET /btl/v4/transfers/{id}`). The reconciler asks it of
+    /// items left `processing` without a settling event, and applies the answer through the
+    /// same settlement as a webhook. Any doubt is an error. The default knows no such lookup.
+    async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
+        Err(PaymentError::Transient {
+            reason: format!(
+                "provider {} cannot look transfer {transfer_id} up by id",
+                self.provider()
+            ),
+            retry_after: None,
+        })
     }
 
     /// How far back a lookup by reference can see: a PSP whose search window is bounded (Adyen:

@@ -6,7 +6,7 @@ use crate::stripe::webhook as stripe_scheme;
 use payouts_config::{SandboxSettings, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount, iso_minor_units};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
     ItemReference, VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
@@ -281,6 +281,15 @@ impl PaymentAdapter for SandboxPsp {
     }
 
     /// Searches the ledger by batch and item, whatever key the transfer was made under.
+    async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
+        // The sandbox's transfers are final when made: paid.
+        Ok(if self.transfers().iter().any(|t| t.id == transfer_id) {
+            TransferState::Paid
+        } else {
+            TransferState::NotFound
+        })
+    }
+
     async fn find_transfer(
         &self,
         request: &TransferRequest,
