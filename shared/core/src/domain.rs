@@ -156,6 +156,8 @@ pub struct PayoutBatch {
     pub currency: String,
     /// As stored: upstream's `pending`, or a [`BatchStatus`] the service wrote.
     pub status: String,
+    /// When its first run started (`startedAt`, epoch ms), once it has.
+    pub started_ms: Option<u64>,
 }
 
 /// The executor's bookkeeping on an item, absent on items as upstream writes them.

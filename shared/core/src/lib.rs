@@ -9,5 +9,6 @@ pub mod executor;
 pub mod job;
 pub mod money;
 pub mod ports;
+pub mod reconciler;
 pub mod registry;
 pub mod settlement;

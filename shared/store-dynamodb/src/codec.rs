@@ -83,6 +83,7 @@ pub(crate) fn decode_batch(batch_id: &str, record: &Record) -> Result<PayoutBatc
             .ok_or_else(|| malformed("missing string attribute `currency`"))?
             .to_owned(),
         status: get_s(record, attr::STATUS).unwrap_or_default().to_owned(),
+        started_ms: get_s(record, attr::STARTED_AT).and_then(ms_from_rfc3339),
     })
 }
 

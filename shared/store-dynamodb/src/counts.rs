@@ -15,13 +15,13 @@
 use crate::DynamoDbRepository;
 use crate::codec::{Record, get_s, n, s, status_of, unavailable, unbuildable};
 use crate::expression::Expression;
-use crate::schema::{COUNTER_SHARDS, attr, keys};
+use crate::schema::{COUNTER_SHARDS, OPEN_BATCHES_INDEX, attr, keys};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem, Update};
 use payouts_core::clock::rfc3339_from_ms;
 use payouts_core::domain::{BatchStatus, ItemStatus};
 use payouts_core::ports::repository::{BatchCompletion, BatchCounts, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -232,6 +232,7 @@ impl DynamoDbRepository {
             .require_absent(attr::ITEM_TOTAL)
             .set(attr::ITEM_TOTAL, n(base.values().sum::<u64>()))
             .set(attr::BASE_COUNTS, status_map_value(&base))
+            .set(attr::OPEN_BATCH, s(batch_id))
             .build();
         let batch = Update::builder()
             .table_name(self.payouts_table())
@@ -327,6 +328,7 @@ impl DynamoDbRepository {
             .require_equal(attr::STATUS, s(&counts.status))
             .set(attr::STATUS, s(BatchStatus::Executing.as_str()))
             .set_if_absent(attr::STARTED_AT, s(rfc3339_from_ms(now_ms)))
+            .set(attr::OPEN_BATCH, s(batch_id))
             .build();
         let result = self
             .client()
@@ -355,6 +357,41 @@ impl DynamoDbRepository {
             }
             Err(err) => Err(unavailable("UpdateItem", err)),
         }
+    }
+
+    /// One page of the open batches' ids (a Scan of the sparse `openBatches` index: its cost is
+    /// the open batches, whatever the table holds), and where the next page starts.
+    pub(crate) async fn scan_open_batches(
+        &self,
+        start: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let start_key = start.map(|batch_id| {
+            HashMap::from([
+                (attr::PK.to_owned(), s(keys::batch_pk(&batch_id))),
+                (attr::SK.to_owned(), s(keys::BATCH_SK)),
+                (attr::OPEN_BATCH.to_owned(), s(&batch_id)),
+            ])
+        });
+        let out = self
+            .client()
+            .scan()
+            .table_name(self.payouts_table())
+            .index_name(OPEN_BATCHES_INDEX)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(|e| unavailable("Scan", e))?;
+        let ids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| get_s(r, attr::OPEN_BATCH).map(str::to_owned))
+            .collect();
+        let next = out
+            .last_evaluated_key
+            .filter(|k| !k.is_empty())
+            .and_then(|k| get_s(&k, attr::OPEN_BATCH).map(str::to_owned));
+        Ok((ids, next))
     }
 
     /// The batch's counts read again (after another writer moved it).
@@ -389,7 +426,9 @@ impl DynamoDbRepository {
                 return Ok(None);
             }
             // Completed, yet items are in flight again (a run retried some): re-open.
-            expression = expression.set(attr::STATUS, s(BatchStatus::Executing.as_str()));
+            expression = expression
+                .set(attr::STATUS, s(BatchStatus::Executing.as_str()))
+                .set(attr::OPEN_BATCH, s(batch_id));
             None
         } else {
             let status = BatchStatus::settled(counts.counts.keys().all(|s| *s == ItemStatus::Paid));
@@ -405,6 +444,13 @@ impl DynamoDbRepository {
                 .set(attr::STATUS, s(status.as_str()))
                 .set(attr::ITEM_COUNTS, counts_value)
                 .set(attr::COMPLETED_AT, s(rfc3339_from_ms(now_ms)));
+            // A batch with recipients still to verify stays open: the reconciler resumes it
+            // once they are verified.
+            expression = if counts.count(ItemStatus::PendingKyc) > 0 {
+                expression.set(attr::OPEN_BATCH, s(batch_id))
+            } else {
+                expression.remove(attr::OPEN_BATCH)
+            };
             Some(completion)
         };
         let parts = expression.build();

@@ -4,8 +4,8 @@
 use crate::DynamoDbRepository;
 use payouts_core::domain::{PayoutBatch, PayoutItem, PayoutMethod};
 use payouts_core::ports::repository::{
-    BatchCompletion, BatchCounts, Claim, ClaimOutcome, CurrentKey, EventApplied, EventTarget,
-    ItemPage, PageCursor, PayoutRepository, StoreError, TransitionOutcome,
+    BatchCompletion, BatchCounts, BatchIdPage, Claim, ClaimOutcome, CurrentKey, EventApplied,
+    EventTarget, ItemPage, PageCursor, PayoutRepository, StoreError, TransitionOutcome,
 };
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use std::collections::HashMap;
@@ -182,6 +182,11 @@ impl PayoutRepository for DynamoDbRepository {
     ) -> Result<BatchCounts, StoreError> {
         self.write_batch_start(batch_id, retry_settled, now_ms)
             .await
+    }
+
+    async fn open_batches(&self, start: Option<String>) -> Result<BatchIdPage, StoreError> {
+        let (batch_ids, next) = self.scan_open_batches(start).await?;
+        Ok(BatchIdPage { batch_ids, next })
     }
 
     async fn batch_counts(&self, batch_id: &str) -> Result<Option<BatchCounts>, StoreError> {

@@ -64,6 +64,10 @@ pub mod attr {
     /// On a counter shard: written with the batch's base counts. Every count move requires it,
     /// so no move is counted before the batch is.
     pub const COUNTED: &str = "counted";
+    /// On a batch record while the batch has work the reconciler may have to resume: set (to
+    /// the batch id) when it is counted or (re)starts executing, kept on completion while items
+    /// are `pending_kyc`, removed otherwise. The key of the sparse `openBatches` index.
+    pub const OPEN_BATCH: &str = "openBatch";
     /// Added to the batch by its first run: when it started executing.
     pub const STARTED_AT: &str = "startedAt";
     /// Webhook event records.
@@ -139,6 +143,10 @@ pub mod keys {
         sk.strip_prefix(ITEM_SK_PREFIX)
     }
 }
+
+/// The sparse index of open batches: only batch records carrying `openBatch` are in it, so a
+/// Scan of it costs the open batches, not the table (see `infra/tables.json`).
+pub const OPEN_BATCHES_INDEX: &str = "openBatches";
 
 /// The index on `providerPayoutId` (see `infra/tables.json`).
 pub const PROVIDER_PAYOUT_ID_INDEX: &str = "byProviderPayoutId";

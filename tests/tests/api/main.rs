@@ -12,5 +12,6 @@ mod money_edges;
 mod ops_cli;
 mod pacing;
 mod psp_webhook;
+mod reconciler;
 mod stripe;
 mod template;

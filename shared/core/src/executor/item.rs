@@ -753,6 +753,7 @@ mod tests {
             provider: "iso".into(),
             currency: "usd".into(),
             status: "pending".into(),
+            started_ms: None,
         };
         let usd = Currency::parse("usd").unwrap();
         let now = 1_000;

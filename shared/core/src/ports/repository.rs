@@ -81,6 +81,14 @@ pub struct PageCursor {
     pub after_item_id: String,
 }
 
+/// One page of open batches' ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchIdPage {
+    pub batch_ids: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// One page of a batch's items, in sort-key order.
 #[derive(Debug)]
 pub struct ItemPage {
@@ -328,6 +336,11 @@ pub trait PayoutRepository: Send + Sync {
         retry_settled: bool,
         now_ms: u64,
     ) -> Result<BatchCounts, StoreError>;
+
+    /// One page of the ids of the open batches (counted or executing, or completed with items
+    /// still `pending_kyc`), from the sparse index: its cost is the open batches, not the
+    /// table. `start` is the previous page's `next`.
+    async fn open_batches(&self, start: Option<String>) -> Result<BatchIdPage, StoreError>;
 
     /// The batch's status and live per-status counts, in one small read (whatever the batch's
     /// size); `None` when there is no such batch.

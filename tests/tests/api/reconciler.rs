@@ -1,0 +1,250 @@
+//! The reconciler's sweep (`docs/design.md#reconciler`) against the local DynamoDB and the
+//! sandbox PSP: items left `processing` without a settling event are settled from the PSP's
+//! answer, a lost job and a recipient verified late get their batch re-enqueued, and the sweep
+//! reads only open batches.
+
+use async_trait::async_trait;
+use integration_tests::{TestEnv, items, test_config, verified_users};
+use payouts_core::clock::Clock;
+use payouts_core::domain::ItemStatus;
+use payouts_core::job::PayoutJob;
+use payouts_core::ports::queue::{EnqueueError, JobQueue};
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
+use payouts_core::reconciler::{Reconciler, ReconcilerConfig};
+use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
+use payouts_psp::sandbox::SandboxPsp;
+use payouts_store_dynamodb::PayoutRepository;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Records the jobs the sweep enqueues instead of sending them to SQS.
+#[derive(Default)]
+struct RecordedQueue(Mutex<Vec<PayoutJob>>);
+
+#[async_trait]
+impl JobQueue for RecordedQueue {
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
+        self.0.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+}
+
+impl RecordedQueue {
+    fn take(&self) -> Vec<PayoutJob> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+fn reconciler(env: &TestEnv, psp: &Arc<SandboxPsp>, queue: &Arc<RecordedQueue>) -> Reconciler {
+    Reconciler::new(
+        env.repository(),
+        PaymentAdapterRegistry::new().register(psp.clone()),
+        queue.clone(),
+        Arc::new(env.clock.clone()),
+        ReconcilerConfig { stuck_after: HOUR },
+    )
+}
+
+/// Runs the jobs the sweep enqueued, as the executor's SQS handler would.
+async fn run_jobs(env: &TestEnv, psp: &Arc<SandboxPsp>, jobs: Vec<PayoutJob>) {
+    let executor = env.executor(psp, test_config());
+    for job in jobs {
+        let after = job
+            .payload
+            .resume_after
+            .expect("the sweep enqueues continuations, which leave failed items");
+        executor
+            .continue_payout_batch(&job.payload.batch_id, &after, None)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_whose_webhook_never_arrives_is_paid_by_the_sweep_past_the_threshold() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "5.00");
+    env.seed_batch("b-lost-hook", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-lost-hook", None)
+        .await
+        .unwrap();
+    let sweep = reconciler(&env, &psp, &queue);
+
+    // Before the threshold: the items are in flight as they should be.
+    let early = sweep.sweep().await.unwrap();
+    assert_eq!(
+        (early.open_batches, early.items_settled, early.stuck_total()),
+        (1, 0, 0),
+        "{early:?}"
+    );
+
+    env.clock.advance(HOUR + Duration::from_secs(1));
+    let late = sweep.sweep().await.unwrap();
+    assert_eq!(late.items_settled, 2, "{late:?}");
+    assert_eq!(late.stuck_total(), 0, "{late:?}");
+    assert!(queue.take().is_empty(), "nothing to resume");
+    for item in env.items("b-lost-hook").await {
+        assert_eq!(item.status, ItemStatus::Paid, "{item:?}");
+    }
+    let record = env.raw_batch("b-lost-hook").await;
+    assert_eq!(record["status"].as_s().unwrap(), "completed");
+    assert_eq!(psp.transfers().len(), 2, "the sweep never pays");
+
+    // The real webhook, late: nothing changes.
+    let transfer = &psp.transfers()[0];
+    let real = PaymentEvent {
+        event_id: "evt_late".into(),
+        event_type: "transfer.created".into(),
+        kind: Some(PaymentEventKind::Paid),
+        provider_payout_id: Some(transfer.id.clone()),
+        reference: Some(ItemReference {
+            batch_id: transfer.batch_id.clone(),
+            item_id: transfer.item_id.clone(),
+        }),
+    };
+    let before = env.raw_item(&transfer.batch_id, &transfer.item_id).await;
+    let outcome = apply_payment_event(env.repository().as_ref(), &env.clock, "sandbox", &real)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SettlementOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        env.raw_item(&transfer.batch_id, &transfer.item_id).await,
+        before
+    );
+    let counts = env
+        .store
+        .batch_counts("b-lost-hook")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts.count(ItemStatus::Paid), 2, "{counts:?}");
+
+    // A completed batch leaves the index: the next sweep reads nothing.
+    env.requests.reset();
+    let idle = sweep.sweep().await.unwrap();
+    assert_eq!(idle.open_batches, 0, "{idle:?}");
+    assert_eq!(
+        env.requests.total(),
+        1,
+        "one Scan of the empty index: {:?}",
+        env.requests.by_operation()
+    );
+}
+
+#[tokio::test]
+async fn a_recipient_verified_after_their_item_went_pending_kyc_is_paid_with_no_manual_step() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "5.00");
+    env.seed_batch("b-kyc", "sandbox", "USD", &batch).await;
+    let mut users = verified_users(&batch);
+    users[1].2 = false;
+    env.seed_users(&users).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-kyc", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.item("b-kyc", "item-00002").await.status,
+        ItemStatus::PendingKyc
+    );
+    let sweep = reconciler(&env, &psp, &queue);
+    let waiting = sweep.sweep().await.unwrap();
+    assert_eq!(
+        (waiting.open_batches, waiting.batches_enqueued),
+        (1, 0),
+        "still unverified: {waiting:?}"
+    );
+
+    users[1].2 = true;
+    env.seed_users(&users[1..]).await;
+    let resumed = sweep.sweep().await.unwrap();
+    assert_eq!(resumed.batches_enqueued, 1, "{resumed:?}");
+    run_jobs(&env, &psp, queue.take()).await;
+    let item = env.item("b-kyc", "item-00002").await;
+    assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    assert_eq!(psp.transfers().len(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_whose_job_was_lost_is_finished_after_the_next_sweep() {
+    let env = TestEnv::start().await;
+    let batch = items(3, "5.00");
+    env.seed_batch("b-lost-job", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    // The job's run started the batch and died before it claimed anything; the job is gone.
+    env.store
+        .start_batch_run("b-lost-job", true, payouts_core::clock::now_ms())
+        .await
+        .unwrap();
+    let sweep = reconciler(&env, &psp, &queue);
+    let early = sweep.sweep().await.unwrap();
+    assert_eq!(
+        early.batches_enqueued, 0,
+        "a run may still be starting: {early:?}"
+    );
+
+    env.clock.advance(HOUR + Duration::from_secs(1));
+    let late = sweep.sweep().await.unwrap();
+    assert_eq!(late.batches_enqueued, 1, "{late:?}");
+    run_jobs(&env, &psp, queue.take()).await;
+    for item in env.items("b-lost-job").await {
+        assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    }
+    assert_eq!(psp.transfers().len(), 3);
+}
+
+#[tokio::test]
+async fn an_item_left_submitting_by_a_dead_attempt_gets_its_batch_resumed_once_per_sweep() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "5.00");
+    env.seed_batch("b-dead", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    let store = env.repository();
+    store
+        .start_batch_run("b-dead", true, payouts_core::clock::now_ms())
+        .await
+        .unwrap();
+    // Both items claimed by an attempt that died; their leases run out.
+    for item in env.items("b-dead").await {
+        store
+            .claim(
+                &item,
+                "sandbox",
+                env.clock.now_ms(),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let sweep = reconciler(&env, &psp, &queue);
+    let held = sweep.sweep().await.unwrap();
+    assert_eq!(held.batches_enqueued, 0, "leases still live: {held:?}");
+    env.clock.advance(Duration::from_secs(31));
+    let resumed = sweep.sweep().await.unwrap();
+    assert_eq!(
+        resumed.batches_enqueued, 1,
+        "one job per batch: {resumed:?}"
+    );
+    run_jobs(&env, &psp, queue.take()).await;
+    for item in env.items("b-dead").await {
+        assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    }
+    assert_eq!(psp.transfers().len(), 2);
+}
