@@ -3,8 +3,6 @@
 //! The protocol itself is `payouts_core::executor`; this crate decides what SQS should do with
 //! each message. `main.rs` builds the concrete store, adapters and queue.
 
-pub mod sqs_queue;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use payouts_core::executor::{BatchSummary, Executor};

@@ -3,13 +3,13 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use payout_execute::sqs_queue::SqsJobQueue;
 use payout_execute::{App, deadline_from_epoch_ms, handle_sqs_event};
 use payouts_config::{Env, ExecuteSettings};
 use payouts_core::clock::SystemClock;
 use payouts_core::executor::Executor;
 use payouts_core::ports::queue::JobQueue;
 use payouts_psp::registry::registry_from_settings;
+use payouts_queue_sqs::SqsJobQueue;
 use payouts_store_dynamodb::DynamoDbRepository;
 use std::sync::Arc;
 

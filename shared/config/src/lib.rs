@@ -13,6 +13,7 @@ pub use psp::{AdyenSettings, PspSettings, SandboxSettings, StripeSettings};
 pub use secret::Secret;
 
 use payouts_core::executor::ExecutorConfig;
+use payouts_core::reconciler::ReconcilerConfig;
 
 /// A setting in the environment that cannot be used. The function refuses to start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +89,38 @@ impl WebhookSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(WebhookSettings {
             payouts_table: env.required("PAYOUTS_TABLE")?,
+            psp: PspSettings::from_env(env)?,
+        })
+    }
+}
+
+/// The `payout-reconcile` function's settings: the tables it sweeps, the queue it resumes
+/// batches on, its threshold, and the PSPs it asks about transfers.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// `PAYOUTS_TABLE`.
+    pub payouts_table: String,
+    /// `USER_SETTINGS_TABLE` (a `pending_kyc` recipient verified since).
+    pub user_settings_table: String,
+    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch nothing runs is resumed.
+    pub jobs_queue_url: String,
+    /// `RECONCILE_STUCK_AFTER_SECONDS` (default 3600).
+    pub reconciler: ReconcilerConfig,
+    pub psp: PspSettings,
+}
+
+impl ReconcileSettings {
+    /// Reads and checks every setting of `payout-reconcile`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut reconciler = ReconcilerConfig::default();
+        reconciler.stuck_after = env
+            .seconds("RECONCILE_STUCK_AFTER_SECONDS")?
+            .unwrap_or(reconciler.stuck_after);
+        Ok(ReconcileSettings {
+            payouts_table: env.required("PAYOUTS_TABLE")?,
+            user_settings_table: env.required("USER_SETTINGS_TABLE")?,
+            jobs_queue_url: env.required("PAYOUT_JOBS_QUEUE_URL")?,
+            reconciler,
             psp: PspSettings::from_env(env)?,
         })
     }

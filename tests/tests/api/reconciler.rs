@@ -248,3 +248,97 @@ async fn an_item_left_submitting_by_a_dead_attempt_gets_its_batch_resumed_once_p
     }
     assert_eq!(psp.transfers().len(), 2);
 }
+
+/// A sweep's cost is its open work: one Scan page of the open-batch index, then per open batch
+/// its record and its item pages; nothing for completed batches. With nothing stuck: 1 + 2 per
+/// single-page batch.
+#[tokio::test]
+async fn a_sweep_reads_the_open_batches_only() {
+    let env = TestEnv::start().await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    for batch_id in ["b-open-1", "b-open-2", "b-open-3", "b-done"] {
+        let batch = items(10, "1.00");
+        env.seed_batch(batch_id, "sandbox", "USD", &batch).await;
+        env.seed_users(&verified_users(&batch)).await;
+        env.executor(&psp, test_config())
+            .execute_payout_batch(batch_id, None)
+            .await
+            .unwrap();
+    }
+    // b-done's items are all paid: it completes and leaves the index.
+    for transfer in psp.transfers().iter().filter(|t| t.batch_id == "b-done") {
+        let event = PaymentEvent {
+            event_id: format!("evt_{}", transfer.id),
+            event_type: "transfer.created".into(),
+            kind: Some(PaymentEventKind::Paid),
+            provider_payout_id: Some(transfer.id.clone()),
+            reference: Some(ItemReference {
+                batch_id: transfer.batch_id.clone(),
+                item_id: transfer.item_id.clone(),
+            }),
+        };
+        apply_payment_event(env.repository().as_ref(), &env.clock, "sandbox", &event)
+            .await
+            .unwrap();
+    }
+    env.requests.reset();
+    let summary = reconciler(&env, &psp, &queue).sweep().await.unwrap();
+    assert_eq!(
+        (summary.open_batches, summary.items_read),
+        (3, 30),
+        "{summary:?}"
+    );
+    assert_eq!(
+        env.requests.total(),
+        1 + 2 * 3,
+        "{:?}",
+        env.requests.by_operation()
+    );
+}
+
+/// The function's handler prints the sweep's summary as one CloudWatch Embedded Metric Format
+/// line: the namespace, the one dimension, and a number for every metric it declares.
+#[tokio::test]
+async fn the_sweep_emits_its_summary_as_embedded_metrics() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "5.00");
+    env.seed_batch("b-emf", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    env.store
+        .start_batch_run("b-emf", true, payouts_core::clock::now_ms())
+        .await
+        .unwrap();
+    env.clock.advance(HOUR + Duration::from_secs(1));
+    let sweep = reconciler(&env, &psp, &queue);
+    let now = env.clock.now_ms();
+    let summary = payout_reconcile::handle_schedule(&sweep, now)
+        .await
+        .unwrap();
+    let line = payout_reconcile::metrics_line(&summary, now);
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(line["_aws"]["Timestamp"], now);
+    assert_eq!(directive["Namespace"], "Payouts");
+    assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]));
+    assert_eq!(line["Function"], "payout-reconcile");
+    let declared: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["Unit"], "Count");
+            m["Name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(declared, payout_reconcile::SWEEP_METRICS);
+    for name in declared {
+        assert!(line[name].is_u64(), "{name}: {line}");
+    }
+    assert_eq!(line["BatchesReenqueued"], 1, "{line}");
+    assert_eq!(
+        line["StuckItems"], 1,
+        "the batch's pending items, once: {line}"
+    );
+}

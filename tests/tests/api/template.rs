@@ -159,6 +159,10 @@ fn functions_get_the_table_names_from_the_variables_of_the_shared_definition() {
             vec!["PayoutsTable", "UserSettingsTable"],
         ),
         ("PspWebhookFunction", vec!["PayoutsTable"]),
+        (
+            "PayoutReconcileFunction",
+            vec!["PayoutsTable", "UserSettingsTable"],
+        ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
         for definition in definitions() {
@@ -280,6 +284,60 @@ fn psp_webhook_may_do_only_what_it_does() {
 }
 
 #[test]
+fn payout_reconcile_may_do_only_what_it_does() {
+    let expected = pairs(&[
+        (
+            "PayoutsTable.Arn",
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "dynamodb:PutItem",
+                "dynamodb:DeleteItem",
+            ],
+        ),
+        ("${PayoutsTable.Arn}/index/openBatches", &["dynamodb:Scan"]),
+        ("UserSettingsTable.Arn", &["dynamodb:BatchGetItem"]),
+        ("PayoutJobsQueue.Arn", &["sqs:SendMessage"]),
+        (
+            "PayoutReconcileLogGroup.Arn",
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+        ),
+    ]);
+    let template = template();
+    assert_eq!(allowed(&template, "PayoutReconcileFunction"), expected);
+    let schedule = &props(&template, "PayoutReconcileFunction")["Events"]["Sweep"];
+    assert_eq!(schedule["Type"], "ScheduleV2");
+    assert_eq!(
+        schedule["Properties"]["ScheduleExpression"],
+        json!({"Ref": "ReconcileSchedule"})
+    );
+    // The alarms watch the metrics the sweep emits, with a topic and an OK action.
+    for (alarm, metric) in [
+        ("StuckItemsAlarm", "StuckItems"),
+        ("TransfersNotFoundAlarm", "TransfersNotFound"),
+    ] {
+        let alarm_props = props(&template, alarm);
+        assert_eq!(alarm_props["MetricName"], metric);
+        assert_eq!(
+            alarm_props["Namespace"],
+            payout_reconcile::METRICS_NAMESPACE
+        );
+        assert!(
+            payout_reconcile::SWEEP_METRICS.contains(&metric),
+            "{metric} is emitted"
+        );
+        assert_eq!(alarm_props["Dimensions"][0]["Value"], "payout-reconcile");
+        for actions in ["AlarmActions", "OKActions"] {
+            assert_eq!(
+                alarm_props[actions]["Fn::If"][0], "HasAlarmTopic",
+                "{alarm} {actions}"
+            );
+        }
+    }
+}
+
+#[test]
 fn secrets_come_from_secrets_manager_never_from_parameters() {
     let template = template();
     for (function, secrets) in [
@@ -290,6 +348,10 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
         (
             "PspWebhookFunction",
             vec!["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
+        (
+            "PayoutReconcileFunction",
+            vec!["STRIPE_SECRET_KEY", "ADYEN_API_KEY"],
         ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
@@ -316,6 +378,10 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
             ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
         ),
         ("PspWebhookFunction", ["STRIPE_SECRET_KEY", "ADYEN_API_KEY"]),
+        (
+            "PayoutReconcileFunction",
+            ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+        ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
         for secret in absent {
@@ -340,7 +406,11 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
             "{condition}: never in prod: {text}"
         );
     }
-    for function in ["PayoutExecuteFunction", "PspWebhookFunction"] {
+    for function in [
+        "PayoutExecuteFunction",
+        "PspWebhookFunction",
+        "PayoutReconcileFunction",
+    ] {
         let sandbox = &props(&template, function)["Environment"]["Variables"]["SANDBOX_PSP_ENABLED"]
             ["Fn::If"];
         assert_eq!(sandbox[0], "SandboxPspOn", "{function}");
@@ -363,6 +433,7 @@ fn functions_are_rust_on_al2023_arm64() {
     for (function, code) in [
         ("PayoutExecuteFunction", "functions/payout-execute"),
         ("PspWebhookFunction", "functions/psp-webhook"),
+        ("PayoutReconcileFunction", "functions/payout-reconcile"),
     ] {
         let r = resource(&template, function);
         let p = &r["Properties"];

@@ -1,5 +1,6 @@
 //! The jobs queue on SQS (`PAYOUT_JOBS_QUEUE_URL`): where a batch that ran out of time is
-//! continued, so a long batch advances without spending the message's receive count.
+//! continued, so a long batch advances without spending the message's receive count, and where
+//! the reconciler resumes a batch nothing is running.
 
 use payouts_core::job::PayoutJob;
 use payouts_core::ports::queue::{EnqueueError, JobQueue};

@@ -1,0 +1,56 @@
+//! The `payout-reconcile` handler: one sweep per scheduled invocation
+//! (`docs/design.md#reconciler`), its summary logged by the sweep and emitted as CloudWatch
+//! metrics in the Embedded Metric Format (one JSON line on stdout: no request, no start-up cost).
+
+use payouts_core::ports::repository::StoreError;
+use payouts_core::reconciler::{Reconciler, SweepSummary};
+use serde_json::{Value, json};
+
+/// The CloudWatch namespace of the service's metrics.
+pub const METRICS_NAMESPACE: &str = "Payouts";
+
+/// The metrics one sweep emits, by name: what the alarms in `template.yaml` watch.
+pub const SWEEP_METRICS: &[&str] = &[
+    "StuckItems",
+    "ItemsSettledBySweep",
+    "BatchesReenqueued",
+    "TransfersNotFound",
+    "ReconcilerErrors",
+    "OpenBatches",
+];
+
+/// Runs one sweep and prints its metrics line. A storage error on the open-batch index fails
+/// the invocation (the schedule runs the next one; Lambda's Errors metric shows it).
+pub async fn handle_schedule(
+    reconciler: &Reconciler,
+    now_ms: u64,
+) -> Result<SweepSummary, StoreError> {
+    let summary = reconciler.sweep().await?;
+    println!("{}", metrics_line(&summary, now_ms));
+    Ok(summary)
+}
+
+/// The sweep's summary as one Embedded Metric Format line (dimension: the function).
+pub fn metrics_line(summary: &SweepSummary, now_ms: u64) -> Value {
+    let metrics: Vec<Value> = SWEEP_METRICS
+        .iter()
+        .map(|name| json!({"Name": name, "Unit": "Count"}))
+        .collect();
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["Function"]],
+                "Metrics": metrics,
+            }],
+        },
+        "Function": "payout-reconcile",
+        "StuckItems": summary.stuck_total(),
+        "ItemsSettledBySweep": summary.items_settled,
+        "BatchesReenqueued": summary.batches_enqueued,
+        "TransfersNotFound": summary.transfers_not_found,
+        "ReconcilerErrors": summary.errors,
+        "OpenBatches": summary.open_batches,
+    })
+}

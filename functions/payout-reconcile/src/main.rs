@@ -1,0 +1,47 @@
+//! The `payout-reconcile` Lambda binary: wires tracing, the settings, the concrete store,
+//! adapters and queue, and the handler. The only place that names concrete types.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use payout_reconcile::handle_schedule;
+use payouts_config::{Env, ReconcileSettings};
+use payouts_core::clock::{Clock, SystemClock};
+use payouts_core::reconciler::Reconciler;
+use payouts_psp::registry::registry_from_settings;
+use payouts_queue_sqs::SqsJobQueue;
+use payouts_store_dynamodb::DynamoDbRepository;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = ReconcileSettings::from_env(&Env::from_process())?;
+    let adapters = registry_from_settings(&settings.psp)?;
+    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbRepository::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &settings.payouts_table,
+        &settings.user_settings_table,
+    );
+    let queue = SqsJobQueue::new(
+        aws_sdk_sqs::Client::new(&aws),
+        settings.jobs_queue_url.clone(),
+    );
+    let reconciler = Reconciler::new(
+        Arc::new(store),
+        adapters,
+        Arc::new(queue),
+        Arc::new(SystemClock),
+        settings.reconciler,
+    );
+    let reconciler = &reconciler;
+    lambda_runtime::run(service_fn(
+        move |_scheduled: LambdaEvent<serde_json::Value>| async move {
+            handle_schedule(reconciler, SystemClock.now_ms())
+                .await
+                .map(|summary| serde_json::json!({ "openBatches": summary.open_batches }))
+                .map_err(Error::from)
+        },
+    ))
+    .await
+}
