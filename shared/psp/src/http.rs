@@ -232,6 +232,56 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// The longest transfer id a lookup by id sends: PSPs' ids are a few dozen characters, and a
+/// bound keeps a corrupt stored id from growing a URL without limit.
+pub const MAX_TRANSFER_ID_LEN: usize = 255;
+
+/// `transfer_id` as one URL path segment, or why it cannot be one. Only ASCII letters, digits
+/// and `_` pass (every Stripe and Adyen transfer id is made of them): with nothing to escape,
+/// an id can never add a path segment (`/`, `..`), a query (`?`) or a fragment (`#`), so a
+/// lookup always asks for the transfer it names. Refused ids are [`PaymentError::Rejected`]
+/// (code `invalid_transfer_id`): nothing was sent, and asking again cannot help.
+pub fn transfer_id_segment<'a>(psp: &str, transfer_id: &'a str) -> Result<&'a str, PaymentError> {
+    let valid = !transfer_id.is_empty()
+        && transfer_id.len() <= MAX_TRANSFER_ID_LEN
+        && transfer_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(transfer_id)
+    } else {
+        Err(PaymentError::Rejected {
+            code: "invalid_transfer_id".into(),
+            message: format!(
+                "{psp}: transfer id {transfer_id:?} is not 1 to {MAX_TRANSFER_ID_LEN} ASCII letters, digits or '_'; not looked up"
+            ),
+        })
+    }
+}
+
+/// A failed lookup by id as the caller should read it. A read changes nothing at the PSP, so
+/// the adapter's classification of a submission's failure does not carry over: a 4xx is not
+/// the item "rejected for good" and a 5xx needs no reconciliation of its own. A refused
+/// platform stays [`PaymentError::PlatformRefused`] (the configuration needs fixing) and an
+/// unsent request stays [`PaymentError::NotSent`]; anything else is
+/// [`PaymentError::Transient`], keeping the PSP's `Retry-After`, with `context` in the reason.
+pub fn lookup_failure(context: &str, err: PaymentError) -> PaymentError {
+    match err {
+        PaymentError::PlatformRefused { .. } | PaymentError::NotSent { .. } => err,
+        PaymentError::Transient {
+            reason,
+            retry_after,
+        } => PaymentError::Transient {
+            reason: format!("{context}: {reason}"),
+            retry_after,
+        },
+        other => PaymentError::Transient {
+            reason: format!("{context}: {other}"),
+            retry_after: None,
+        },
+    }
+}
+
 /// The TLS connector: native roots for `https`, none for a loopback fake over plain HTTP.
 fn connector(https: bool) -> Result<HttpsConnector<HttpConnector>, &'static str> {
     let mut http = HttpConnector::new();
@@ -295,6 +345,67 @@ mod tests {
         let local = PspHttpClient::new(settings("http://127.0.0.1:12111/")).unwrap();
         assert_eq!(local.base_url(), "http://127.0.0.1:12111");
         assert_eq!(local.url("/v1/x"), "http://127.0.0.1:12111/v1/x");
+    }
+
+    #[test]
+    fn transfer_ids_are_path_safe_or_refused() {
+        for id in ["tr_1Mi6wL2eZvKYlo2C", "1W1UG35U8A9J5ZLG", "x"] {
+            assert_eq!(transfer_id_segment("psp", id), Ok(id));
+        }
+        let long = "a".repeat(MAX_TRANSFER_ID_LEN + 1);
+        for id in [
+            "",
+            "tr_1/../../v1/payouts",
+            "tr_1?expand[]=destination",
+            "tr_1#x",
+            "tr%2F1",
+            "tr 1",
+            "tr-1",
+            "tr_\u{e9}",
+            long.as_str(),
+        ] {
+            let refused = transfer_id_segment("psp", id).unwrap_err();
+            assert!(
+                matches!(&refused, PaymentError::Rejected { code, .. } if code == "invalid_transfer_id"),
+                "{id:?}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_lookup_is_never_a_verdict_on_the_item() {
+        let rejected = PaymentError::Rejected {
+            code: "resource_missing".into(),
+            message: "no".into(),
+        };
+        assert!(matches!(
+            lookup_failure("psp lookup", rejected),
+            PaymentError::Transient { reason, retry_after: None } if reason.starts_with("psp lookup: ")
+        ));
+        assert!(matches!(
+            lookup_failure(
+                "psp lookup",
+                PaymentError::NeedsReconciliation {
+                    reason: "500".into()
+                }
+            ),
+            PaymentError::Transient { .. }
+        ));
+        let paced = PaymentError::Transient {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert!(matches!(
+            lookup_failure("psp lookup", paced),
+            PaymentError::Transient {
+                retry_after: Some(wait),
+                ..
+            } if wait == Duration::from_secs(2)
+        ));
+        let refused = PaymentError::PlatformRefused {
+            reason: "key".into(),
+        };
+        assert_eq!(lookup_failure("psp lookup", refused.clone()), refused);
     }
 
     #[tokio::test]

@@ -143,6 +143,8 @@ struct State {
     requests: Vec<RecordedRequest>,
     replays: u64,
     conflicts: u64,
+    /// `GET /btl/v4/transfers/{id}` requests still to answer with a 500.
+    failing_retrievals: usize,
 }
 
 impl State {
@@ -237,6 +239,12 @@ impl FakeAdyen {
                 detail.to_owned(),
             ),
         );
+    }
+
+    /// Makes the next `times` requests for one transfer (`GET /btl/v4/transfers/{id}`) answer
+    /// a 500, as Adyen does when it is down.
+    pub fn fail_retrievals(&self, times: usize) {
+        self.state().failing_retrievals += times;
     }
 
     /// Moves the fake's clock forward (key retention).
@@ -792,7 +800,16 @@ fn list(
 }
 
 fn get(state: &Arc<Mutex<State>>, id: &str) -> Response<Full<Bytes>> {
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
+    if state.failing_retrievals > 0 {
+        state.failing_retrievals -= 1;
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "99_500",
+            "Error processing request",
+            "Internal error",
+        );
+    }
     match state.transfers.iter().find(|t| t.id == id) {
         Some(transfer) => answer(
             StatusCode::OK,

@@ -1,7 +1,7 @@
 //! A fake Stripe for tests and local runs: the slice of Stripe's API v1 the adapter uses
 //! (`POST /v1/transfers`, `GET /v1/transfers` by `transfer_group`/`destination`,
 //! `GET /v1/transfers/{id}`), shaped after Stripe's OpenAPI description, with a real
-//! idempotency store and faults injected on purpose.
+//! idempotency store, transfers a test can reverse, and faults injected on purpose.
 //!
 //! Idempotency as Stripe documents it: the first result of a request that began executing is
 //! stored under its `Idempotency-Key` (400s and 500s included) and replayed with
@@ -74,6 +74,15 @@ pub struct FakeTransfer {
     /// Unix seconds on the fake's clock.
     pub created: u64,
     pub idempotency_key: Option<String>,
+    /// The amounts of its reversals, oldest first ([`FakeStripe::reverse`]).
+    pub reversals: Vec<i64>,
+}
+
+impl FakeTransfer {
+    /// How much was taken back (Stripe's `amount_reversed`).
+    pub fn amount_reversed(&self) -> i64 {
+        self.reversals.iter().sum()
+    }
 }
 
 /// A request as the fake received it.
@@ -120,6 +129,8 @@ struct State {
     rejections: HashMap<String, (StatusCode, String, String)>,
     requests: Vec<RecordedRequest>,
     replays: u64,
+    /// `GET /v1/transfers/{id}` requests still to answer with a 500.
+    failing_retrievals: usize,
 }
 
 impl State {
@@ -217,6 +228,31 @@ impl FakeStripe {
     /// refusals already stored under keys are still replayed, as at Stripe.
     pub fn accept_destination(&self, destination: &str) {
         self.state().rejections.remove(destination);
+    }
+
+    /// Reverses `amount` of transfer `id` (`POST /v1/transfers/{id}/reversals`, which the
+    /// adapter never calls: the platform's staff do it): `amount_reversed` grows, a reversal
+    /// joins the transfer's `reversals`, and `reversed` turns true once all of it is back, as
+    /// at Stripe. Panics on an unknown transfer or more than its unreversed amount (Stripe
+    /// refuses those).
+    pub fn reverse(&self, id: &str, amount: i64) {
+        let mut state = self.state();
+        let transfer = state
+            .transfers
+            .iter_mut()
+            .find(|t| t.id == id)
+            .expect("known transfer");
+        assert!(
+            amount > 0 && transfer.amount_reversed() + amount <= transfer.amount,
+            "Stripe reverses only up to the unreversed amount"
+        );
+        transfer.reversals.push(amount);
+    }
+
+    /// Makes the next `times` requests for one transfer (`GET /v1/transfers/{id}`) answer a 500,
+    /// as Stripe does when it is down.
+    pub fn fail_retrievals(&self, times: usize) {
+        self.state().failing_retrievals += times;
     }
 
     /// Moves the fake's clock forward (key retention, `created`).
@@ -533,6 +569,7 @@ async fn create(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Reply {
         metadata,
         created: state.now_secs(),
         idempotency_key: key.clone(),
+        reversals: Vec::new(),
     };
     let body = transfer_json(&transfer).to_string();
     state.transfers.push(transfer);
@@ -611,7 +648,16 @@ fn list(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Response<Full<B
 }
 
 fn get(state: &Arc<Mutex<State>>, id: &str) -> Response<Full<Bytes>> {
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
+    if state.failing_retrievals > 0 {
+        state.failing_retrievals -= 1;
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            None,
+            "An unknown error occurred",
+        );
+    }
     match state.transfers.iter().find(|t| t.id == id) {
         Some(transfer) => answer(
             StatusCode::OK,
@@ -631,11 +677,26 @@ fn get(state: &Arc<Mutex<State>>, id: &str) -> Response<Full<Bytes>> {
 /// A `transfer` object with the fields Stripe's OpenAPI description marks required, and the
 /// ones the adapter reads.
 fn transfer_json(transfer: &FakeTransfer) -> Value {
+    let reversals: Vec<Value> = transfer
+        .reversals
+        .iter()
+        .enumerate()
+        .map(|(n, amount)| {
+            json!({
+                "id": format!("trr_{}{n}", &transfer.id[3..]),
+                "object": "transfer_reversal",
+                "amount": amount,
+                "currency": transfer.currency,
+                "transfer": transfer.id,
+            })
+        })
+        .collect();
+    let amount_reversed = transfer.amount_reversed();
     json!({
         "id": transfer.id,
         "object": "transfer",
         "amount": transfer.amount,
-        "amount_reversed": 0,
+        "amount_reversed": amount_reversed,
         "balance_transaction": format!("txn_{}", &transfer.id[3..]),
         "created": transfer.created,
         "currency": transfer.currency,
@@ -646,12 +707,13 @@ fn transfer_json(transfer: &FakeTransfer) -> Value {
         "metadata": transfer.metadata,
         "reversals": {
             "object": "list",
-            "data": [],
+            "total_count": reversals.len(),
+            "data": reversals,
             "has_more": false,
-            "total_count": 0,
             "url": format!("/v1/transfers/{}/reversals", transfer.id),
         },
-        "reversed": false,
+        // Stripe: true only once reversed in full; a partial reversal leaves it false.
+        "reversed": amount_reversed >= transfer.amount,
         "source_transaction": null,
         "source_type": "card",
         "transfer_group": transfer.transfer_group,

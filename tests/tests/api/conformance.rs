@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use http::HeaderMap;
 use integration_tests::fakes::adyen::{FAKE_HMAC_KEY, FakeAdyen, SignedWebhook};
 use integration_tests::fakes::stripe::FakeStripe;
-use payouts_core::ports::payment::{IdempotencyKey, PaymentAdapter, PaymentError, TransferRequest};
+use payouts_core::ports::payment::{
+    IdempotencyKey, PaymentAdapter, PaymentError, TransferRequest, TransferState,
+};
 use payouts_core::ports::webhook::{
     ItemReference, PaymentEventKind, VerifiedWebhook, WebhookError, WebhookRequest,
 };
@@ -48,6 +50,31 @@ trait Subject: Send + Sync {
     /// How far from its signing time a notification is refused as stale.
     fn stale_after_secs(&self) -> u64 {
         3_600
+    }
+    /// What a lookup by id says of a transfer just made: paid where a transfer moves the money
+    /// when it is made; Adyen's starts `received`.
+    fn state_when_made(&self) -> TransferState {
+        TransferState::Paid
+    }
+    /// Moves `transfer_id` on to paid at the PSP where that is a later step (Adyen: `booked`).
+    fn book(&self, _transfer_id: &str) {}
+    /// Takes `transfer_id` back in full at the PSP (Stripe: reversed; Adyen: `returned`) and
+    /// returns the reason the lookup should give; `None` where the PSP side cannot.
+    fn take_back(&self, _transfer_id: &str) -> Option<String> {
+        None
+    }
+    /// Has the PSP refuse `transfer_id` after it was made (Adyen: `refused`) and returns the
+    /// reason the lookup should give; `None` where a made transfer cannot fail.
+    fn refuse(&self, _transfer_id: &str) -> Option<String> {
+        None
+    }
+    /// Makes the PSP's next lookup by id answer a 5xx; `false` where there is no HTTP side.
+    fn fail_next_lookup(&self) -> bool {
+        false
+    }
+    /// Requests the PSP side has received so far; `None` where there is no HTTP side.
+    fn requests_received(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -104,6 +131,26 @@ impl Subject for Stripe {
         now_secs: u64,
     ) -> (Vec<u8>, HeaderMap) {
         stripe_scheme_event(event_id, transfer_id, reference, now_secs)
+    }
+
+    fn take_back(&self, transfer_id: &str) -> Option<String> {
+        let transfer = self
+            .fake
+            .transfers()
+            .into_iter()
+            .find(|t| t.id == transfer_id)
+            .expect("known transfer");
+        self.fake.reverse(transfer_id, transfer.amount);
+        Some(format!("reversed: {0} of {0}", transfer.amount))
+    }
+
+    fn fail_next_lookup(&self) -> bool {
+        self.fake.fail_retrievals(1);
+        true
+    }
+
+    fn requests_received(&self) -> Option<usize> {
+        Some(self.fake.requests().len())
     }
 }
 
@@ -177,6 +224,35 @@ impl Subject for Adyen {
 
     fn stale_after_secs(&self) -> u64 {
         payouts_psp::adyen::webhook::SIGNATURE_TOLERANCE_SECS + 3_600
+    }
+
+    fn state_when_made(&self) -> TransferState {
+        TransferState::InFlight
+    }
+
+    fn book(&self, transfer_id: &str) {
+        self.fake.advance(transfer_id, "booked", None);
+    }
+
+    fn take_back(&self, transfer_id: &str) -> Option<String> {
+        self.fake
+            .advance(transfer_id, "returned", Some("counterpartyAccountClosed"));
+        Some("returned: counterpartyAccountClosed".into())
+    }
+
+    fn refuse(&self, transfer_id: &str) -> Option<String> {
+        self.fake
+            .advance(transfer_id, "refused", Some("notEnoughBalance"));
+        Some("refused: notEnoughBalance".into())
+    }
+
+    fn fail_next_lookup(&self) -> bool {
+        self.fake.fail_retrievals(1);
+        true
+    }
+
+    fn requests_received(&self) -> Option<usize> {
+        Some(self.fake.requests().len())
     }
 }
 
@@ -288,6 +364,78 @@ async fn looks_transfers_up_by_reference(subject: &dyn Subject) {
     assert!(found.replayed);
 }
 
+/// A lookup by id reads the state the PSP shows for a transfer: as made, paid, taken back or
+/// failed; "not found" only for an id the PSP answered it does not have, never for a failed
+/// lookup; and an id that could change the request's path or query is refused unsent.
+async fn looks_transfers_up_by_id(subject: &dyn Subject) {
+    let adapter = subject.adapter();
+    let made = adapter
+        .submit_transfer(&request("i-state", 0, 500))
+        .await
+        .expect("submit")
+        .provider_payout_id;
+    assert_eq!(
+        adapter.transfer_state(&made).await,
+        Ok(subject.state_when_made())
+    );
+    subject.book(&made);
+    assert_eq!(adapter.transfer_state(&made).await, Ok(TransferState::Paid));
+    assert_eq!(
+        adapter.transfer_state("tr_conformance_unknown").await,
+        Ok(TransferState::NotFound)
+    );
+
+    if let Some(reason) = subject.take_back(&made) {
+        assert_eq!(
+            adapter.transfer_state(&made).await,
+            Ok(TransferState::Reversed { reason })
+        );
+    }
+    let refused = adapter
+        .submit_transfer(&request("i-state-refused", 0, 500))
+        .await
+        .expect("submit")
+        .provider_payout_id;
+    if let Some(reason) = subject.refuse(&refused) {
+        assert_eq!(
+            adapter.transfer_state(&refused).await,
+            Ok(TransferState::Failed { reason })
+        );
+    }
+
+    if subject.fail_next_lookup() {
+        let failed = adapter.transfer_state(&made).await;
+        assert!(
+            matches!(&failed, Err(err) if err.is_retryable()),
+            "a 5xx is a retryable error, never a state: {failed:?}"
+        );
+        assert!(
+            adapter.transfer_state(&made).await.is_ok(),
+            "the next lookup is answered again"
+        );
+    }
+
+    let sent_before = subject.requests_received();
+    for unsafe_id in [
+        format!("{made}/reversals"),
+        format!("{made}?expand[]=destination"),
+        "../../v1/balance".to_owned(),
+        format!("{made}#"),
+        String::new(),
+    ] {
+        let refused = adapter.transfer_state(&unsafe_id).await;
+        assert!(
+            matches!(&refused, Err(PaymentError::Rejected { code, .. }) if code == "invalid_transfer_id"),
+            "{unsafe_id:?}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        subject.requests_received(),
+        sent_before,
+        "a refused id sends nothing"
+    );
+}
+
 /// A signed notification verifies to its event (transfer id and item reference); a tampered
 /// body, a missing signature and a stale one are refused.
 async fn verifies_webhooks(subject: &dyn Subject) {
@@ -338,6 +486,7 @@ async fn sandbox_conforms() {
     replays_a_key(subject.as_ref()).await;
     refuses_changed_parameters_under_a_key(subject.as_ref()).await;
     looks_transfers_up_by_reference(subject.as_ref()).await;
+    looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
 }
 
@@ -347,6 +496,7 @@ async fn stripe_conforms() {
     replays_a_key(subject.as_ref()).await;
     refuses_changed_parameters_under_a_key(subject.as_ref()).await;
     looks_transfers_up_by_reference(subject.as_ref()).await;
+    looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
 }
 
@@ -356,5 +506,6 @@ async fn adyen_conforms() {
     replays_a_key(subject.as_ref()).await;
     refuses_changed_parameters_under_a_key(subject.as_ref()).await;
     looks_transfers_up_by_reference(subject.as_ref()).await;
+    looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
 }

@@ -2,20 +2,24 @@
 //! on the Balance Platform (Transfers API v4, `POST /btl/v4/transfers`) from the platform's
 //! balance account to the recipient's, under an `Idempotency-Key` derived from the item's
 //! stable key; Adyen's answers classified by what the executor must do next
-//! ([`transformers`]); lookups by reference for reconciliation; Adyen's HMAC-signed transfer
-//! webhooks ([`webhook`]); amounts in Adyen's own minor units ([`currency`]).
+//! ([`transformers`]); lookups by reference and by transfer id for reconciliation; Adyen's
+//! HMAC-signed transfer webhooks ([`webhook`]); amounts in Adyen's own minor units
+//! ([`currency`]).
 
 pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
-use crate::http::{HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, retry_after};
+use crate::http::{
+    HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
+    transfer_id_segment,
+};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{AdyenSettings, ConfigError, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
     VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
@@ -25,7 +29,7 @@ use std::time::Duration;
 use tracing::{error, warn};
 use transformers::{
     AdyenErrorAnswer, TRANSFERS_PATH, Transfer, TransferInfo, TransferList, idempotency_header,
-    list_query, transfer_reference,
+    is_missing_transfer, list_query, transfer_reference,
 };
 
 pub use transformers::classify_error;
@@ -383,6 +387,51 @@ impl PaymentAdapter for AdyenAdapter {
         currency::minor_units(amount)
     }
 
+    /// `GET /btl/v4/transfers/{id}` with `X-API-Key`, through the same paced path as the
+    /// lookups by reference; the status is read as [`Transfer::state`] reads it. `NotFound`
+    /// only on a 404 with Adyen's error body; every other failure is an error (a read changed
+    /// nothing, so it is `Transient` unless the platform is refused).
+    async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
+        let id = transfer_id_segment(ADYEN_PROVIDER, transfer_id)?;
+        let (api_key, _) = self.credentials()?;
+        let context = format!("adyen lookup of transfer {id}");
+        let path = format!("{TRANSFERS_PATH}/{id}");
+        let call = AdyenCall {
+            method: Method::GET,
+            path_and_query: &path,
+            body: None,
+            idempotency_key: None,
+        };
+        let answer = self
+            .send(api_key, call, None)
+            .await
+            .map_err(|err| match err {
+                SendError::NotSent(reason) => PaymentError::NotSent {
+                    reason: format!("{context}: {reason}"),
+                },
+                SendError::NoAnswer(reason) => PaymentError::Transient {
+                    reason: format!("{context}: {reason}"),
+                    retry_after: None,
+                },
+            })?;
+        if !answer.status.is_success() {
+            if is_missing_transfer(answer.status, &answer.body) {
+                return Ok(TransferState::NotFound);
+            }
+            return Err(lookup_failure(&context, self.error_from(&answer)));
+        }
+        let unreadable = |reason: String| PaymentError::Transient {
+            reason: format!("{context}: {reason}"),
+            retry_after: None,
+        };
+        let transfer: Transfer = serde_json::from_slice(&answer.body)
+            .map_err(|e| unreadable(format!("answered a body that is not a transfer: {e}")))?;
+        if transfer.id.as_deref() != Some(id) {
+            return Err(unreadable(format!("answered transfer {:?}", transfer.id)));
+        }
+        transfer.state().map_err(unreadable)
+    }
+
     fn key_reuse_window(&self) -> Option<Duration> {
         Some(KEY_REUSE_WINDOW)
     }
@@ -526,6 +575,26 @@ mod tests {
         );
         assert!(refused.is_retryable());
         assert!(adapter.find_transfer(&transfer("b", "i")).await.is_err());
+        assert!(matches!(
+            adapter.transfer_state("T1").await,
+            Err(PaymentError::PlatformRefused { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lookup_by_id_never_says_absent_without_an_answer() {
+        let mut settings = AdyenSettings::new("k", "BA");
+        // Nothing listens there: no answer at all.
+        settings.api_base = "http://127.0.0.1:1".into();
+        let adapter = AdyenAdapter::new(settings).unwrap();
+        assert!(matches!(
+            adapter.transfer_state("T1").await,
+            Err(PaymentError::Transient { .. })
+        ));
+        assert!(matches!(
+            adapter.transfer_state("T1?balanceAccountId=BA").await,
+            Err(PaymentError::Rejected { code, .. }) if code == "invalid_transfer_id"
+        ));
     }
 
     #[tokio::test]

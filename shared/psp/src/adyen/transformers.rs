@@ -17,6 +17,12 @@
 //! | 400, 422 | `Rejected` with `errorCode` and `detail` | validation: nothing was made |
 //! | 5xx, any other status | `NeedsReconciliation` | may have acted: look up by reference before any new key |
 //!
+//! A lookup by id (`GET /btl/v4/transfers/{id}`, [`Transfer::state`]) reads Adyen's `status`:
+//! `booked` is paid; `refused`, `failed`, `error`, `cancelled` and `rejected` failed; `returned`
+//! was taken back; every other status (`received`, `authorised`, `pending`, …) is not final
+//! yet. Only a 404 with Adyen's error body says the transfer does not exist
+//! ([`is_missing_transfer`]); any other failure is an error, never "absent".
+//!
 //! **Same key, other body.** Adyen documents that a repeated key returns the first answer; it
 //! does not document an error for a changed body. Both readings are safe here: an error that
 //! names the idempotency key is a `KeyConflict`, and so is a success whose transfer does not
@@ -24,7 +30,9 @@
 //! the first answer to a changed request looks like.
 
 use http::StatusCode;
-use payouts_core::ports::payment::{IdempotencyKey, PaymentError, TransferRequest, key_component};
+use payouts_core::ports::payment::{
+    IdempotencyKey, PaymentError, TransferRequest, TransferState, key_component,
+};
 use payouts_core::ports::webhook::ItemReference;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,6 +40,11 @@ use std::time::Duration;
 
 /// The Transfers API v4 path of transfers on the Balance Platform API host.
 pub const TRANSFERS_PATH: &str = "/btl/v4/transfers";
+
+/// Final statuses in which Adyen moved no money: the transfer failed. `refused`: by Adyen
+/// (limits, rules); `failed`: by the counterparty's bank; the others end a transfer that never
+/// booked.
+pub const FAILED_STATUSES: &[&str] = &["refused", "failed", "error", "cancelled", "rejected"];
 
 /// `reference` is at most 80 characters (`TransferInfo.reference`).
 pub const MAX_REFERENCE_LEN: usize = 80;
@@ -211,6 +224,31 @@ impl Transfer {
         self.status.as_deref() == Some("refused")
     }
 
+    /// What this transfer, as `GET /btl/v4/transfers/{id}` answered it, says of the payment.
+    /// `booked` is paid; a failed status ([`FAILED_STATUSES`]) and `returned` carry Adyen's
+    /// `reason`; any other status is not final yet, so the reconciler waits rather than guess
+    /// (statuses Adyen adds later land there too). `Err` without a status: Adyen always sends
+    /// one, so its absence is doubt.
+    pub fn state(&self) -> Result<TransferState, String> {
+        let Some(status) = self.status.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(format!(
+                "transfer {} was answered without a status",
+                self.id.as_deref().unwrap_or("?")
+            ));
+        };
+        let reason = self.reason.as_deref().unwrap_or("no reason given");
+        Ok(match status {
+            "booked" => TransferState::Paid,
+            "returned" => TransferState::Reversed {
+                reason: format!("returned: {reason}"),
+            },
+            failed if FAILED_STATUSES.contains(&failed) => TransferState::Failed {
+                reason: format!("{failed}: {reason}"),
+            },
+            _ => TransferState::InFlight,
+        })
+    }
+
     /// What differs between this transfer and `request` (empty when it is the same transfer).
     pub fn differences(&self, request: &TransferRequest, reference: &str) -> Vec<String> {
         let mut differences = Vec::new();
@@ -381,6 +419,15 @@ impl AdyenErrorBody {
             .flatten()
             .any(|text| text.to_ascii_lowercase().contains("idempoten"))
     }
+}
+
+/// Whether a non-2xx answer to `GET /btl/v4/transfers/{id}` says that no such transfer
+/// exists: a 404 carrying Adyen's own error body (an `errorCode`, or an RFC 7807 `type`). A 404
+/// without one (a proxy, a wrong base URL) says nothing about the transfer.
+pub fn is_missing_transfer(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::NOT_FOUND
+        && serde_json::from_slice::<AdyenErrorBody>(body)
+            .is_ok_and(|e| e.error_code.is_some() || e.kind.is_some())
 }
 
 /// A non-2xx answer from Adyen, as read: what [`PaymentError::from`] classifies.
@@ -631,6 +678,74 @@ mod tests {
             transfer.differences(&request("i1", 501), "payout:b-1:i1"),
             vec!["amount 500 instead of 501".to_owned()]
         );
+    }
+
+    #[test]
+    fn a_transfer_status_is_read_as_a_state() {
+        let state = |status: Option<&str>, reason: Option<&str>| {
+            Transfer {
+                id: Some("T1".into()),
+                status: status.map(str::to_owned),
+                reason: reason.map(str::to_owned),
+                ..Transfer::default()
+            }
+            .state()
+        };
+        assert_eq!(
+            state(Some("booked"), Some("approved")),
+            Ok(TransferState::Paid)
+        );
+        for status in [
+            "received",
+            "authorised",
+            "pending",
+            "pendingApproval",
+            "someNewStatus",
+        ] {
+            assert_eq!(
+                state(Some(status), Some("pending")),
+                Ok(TransferState::InFlight),
+                "{status}"
+            );
+        }
+        for status in FAILED_STATUSES.iter().copied() {
+            assert_eq!(
+                state(Some(status), Some("notEnoughBalance")),
+                Ok(TransferState::Failed {
+                    reason: format!("{status}: notEnoughBalance")
+                })
+            );
+        }
+        assert_eq!(
+            state(Some("returned"), Some("counterpartyAccountClosed")),
+            Ok(TransferState::Reversed {
+                reason: "returned: counterpartyAccountClosed".into()
+            })
+        );
+        assert_eq!(
+            state(Some("refused"), None),
+            Ok(TransferState::Failed {
+                reason: "refused: no reason given".into()
+            })
+        );
+        assert!(state(None, None).is_err());
+        assert!(state(Some(""), None).is_err());
+    }
+
+    #[test]
+    fn only_adyens_own_404_says_a_transfer_does_not_exist() {
+        let missing = error_body(404, "00_404", "Not found", "Transfer T1 not found");
+        assert!(is_missing_transfer(StatusCode::NOT_FOUND, &missing));
+        assert!(!is_missing_transfer(
+            StatusCode::NOT_FOUND,
+            b"<html>404</html>"
+        ));
+        assert!(!is_missing_transfer(StatusCode::NOT_FOUND, b""));
+        assert!(!is_missing_transfer(StatusCode::NOT_FOUND, b"{}"));
+        assert!(!is_missing_transfer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &missing
+        ));
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! Stripe Connect transfers over HTTP (`provider = "stripe"`): the stable idempotency key on
 //! every transfer, Stripe's answers classified by what the executor must do next
-//! ([`transformers`]), a request pacer shared by every call, lookups by reference for
-//! reconciliation, and Stripe's webhook scheme ([`webhook`]).
+//! ([`transformers`]), a request pacer shared by every call, lookups by reference and by
+//! transfer id for reconciliation, and Stripe's webhook scheme ([`webhook`]).
 
 pub mod currency;
 pub mod transformers;
 pub mod webhook;
 
-use crate::http::{HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, retry_after};
+use crate::http::{
+    HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
+    transfer_id_segment,
+};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{ConfigError, Secret, StripeSettings};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
+    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
     VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
@@ -21,7 +24,9 @@ use payouts_core::ports::webhook::{
 use std::fmt;
 use std::time::Duration;
 use tracing::{error, warn};
-use transformers::{StripeErrorAnswer, Transfer, TransferList, list_query, transfer_group};
+use transformers::{
+    StripeErrorAnswer, Transfer, TransferList, is_missing_transfer, list_query, transfer_group,
+};
 
 pub use transformers::{classify_error, transfer_form};
 
@@ -323,6 +328,50 @@ impl PaymentAdapter for StripeAdapter {
         currency::minor_units(amount)
     }
 
+    /// `GET /v1/transfers/{id}` through the same paced, authenticated path as the lookups by
+    /// reference. `NotFound` only on Stripe's 404 `resource_missing`; every other failure is an
+    /// error (a read changed nothing, so it is `Transient` unless the platform is refused).
+    async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
+        let id = transfer_id_segment(STRIPE_PROVIDER, transfer_id)?;
+        let authorization = self.authorization()?;
+        let context = format!("stripe lookup of transfer {id}");
+        let path = format!("/v1/transfers/{id}");
+        let call = StripeCall {
+            method: Method::GET,
+            path_and_query: &path,
+            form: None,
+            idempotency_key: None,
+        };
+        let answer = self
+            .send(authorization, call, None)
+            .await
+            .map_err(|err| match err {
+                SendError::NotSent(reason) => PaymentError::NotSent {
+                    reason: format!("{context}: {reason}"),
+                },
+                SendError::NoAnswer(reason) => PaymentError::Transient {
+                    reason: format!("{context}: {reason}"),
+                    retry_after: None,
+                },
+            })?;
+        if !answer.status.is_success() {
+            if is_missing_transfer(answer.status, &answer.body) {
+                return Ok(TransferState::NotFound);
+            }
+            return Err(lookup_failure(&context, self.error_from(&answer)));
+        }
+        let unreadable = |reason: String| PaymentError::Transient {
+            reason: format!("{context}: {reason}"),
+            retry_after: None,
+        };
+        let transfer: Transfer = serde_json::from_slice(&answer.body)
+            .map_err(|e| unreadable(format!("answered a body that is not a transfer: {e}")))?;
+        if transfer.id != id {
+            return Err(unreadable(format!("answered transfer {:?}", transfer.id)));
+        }
+        transfer.state().map_err(unreadable)
+    }
+
     fn key_reuse_window(&self) -> Option<Duration> {
         Some(KEY_REUSE_WINDOW)
     }
@@ -429,6 +478,26 @@ mod tests {
         );
         assert!(refused.is_retryable());
         assert!(adapter.find_transfer(&transfer).await.is_err());
+        assert!(matches!(
+            adapter.transfer_state("tr_1").await,
+            Err(PaymentError::PlatformRefused { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lookup_by_id_never_says_absent_without_an_answer() {
+        let mut settings = StripeSettings::new("sk_test_x");
+        // Nothing listens there: no answer at all.
+        settings.api_base = "http://127.0.0.1:1".into();
+        let adapter = StripeAdapter::new(settings).unwrap();
+        assert!(matches!(
+            adapter.transfer_state("tr_1").await,
+            Err(PaymentError::Transient { .. })
+        ));
+        assert!(matches!(
+            adapter.transfer_state("tr_1/reversals").await,
+            Err(PaymentError::Rejected { code, .. }) if code == "invalid_transfer_id"
+        ));
     }
 
     #[tokio::test]

@@ -15,10 +15,17 @@
 //! | 5xx | `NeedsReconciliation` | stored under the key and replayed: look the transfer up instead |
 //! | `idempotency_error` (any status) | `KeyConflict`, logged at ERROR | the key was used with other parameters |
 //! | 400, 402, other 4xx | `Rejected` with Stripe's `error.code` and `message` | permanent for this item |
+//!
+//! A lookup by id (`GET /v1/transfers/{id}`, [`Transfer::state`]) reads a transfer as paid
+//! unless Stripe shows it reversed in full (`reversed`, or `amount_reversed` reaching `amount`:
+//! Stripe keeps `reversed` false after a partial reversal, and a partial reversal leaves the
+//! recipient paid). Only a 404 with `error.code` `resource_missing` says the transfer does not
+//! exist ([`is_missing_transfer`]); any other failure is an error, never "absent".
 
 use http::StatusCode;
 use payouts_core::ports::payment::{
-    METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest, key_component,
+    METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest, TransferState,
+    key_component,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -26,6 +33,10 @@ use std::time::Duration;
 
 /// Stripe's `error.type` for a key first used with other parameters.
 pub const IDEMPOTENCY_ERROR: &str = "idempotency_error";
+
+/// Stripe's `error.code` for an object that does not exist: with a 404, the one answer that
+/// lets a lookup by id say "no such transfer".
+pub const RESOURCE_MISSING: &str = "resource_missing";
 
 /// Stripe error codes that refuse the platform account, not the transfer's recipient: no
 /// recipient can be paid until the platform is fixed (Stripe's error-code reference).
@@ -93,6 +104,13 @@ pub(super) struct Transfer {
     pub transfer_group: Option<String>,
     #[serde(default)]
     pub metadata: HashMap<String, String>,
+    /// How much of `amount` was taken back from the recipient, in the same minor units.
+    #[serde(default)]
+    pub amount_reversed: Option<i64>,
+    /// Whether the transfer was reversed in full (Stripe leaves it `false` after a partial
+    /// reversal).
+    #[serde(default)]
+    pub reversed: Option<bool>,
 }
 
 impl Transfer {
@@ -104,6 +122,29 @@ impl Transfer {
                 .transfer_group
                 .as_deref()
                 .is_none_or(|group| group == transfer_group(batch_id, item_id))
+    }
+
+    /// What this transfer, as `GET /v1/transfers/{id}` answered it, says of the payment:
+    /// `Reversed` once taken back in full, otherwise `Paid` (a Stripe transfer moves the money
+    /// when it is made; a partial reversal leaves the recipient paid). `Err` when a field the
+    /// answer needs is missing: the pinned API version always sends them, so their absence is
+    /// doubt, and a doubtful lookup must not report a state.
+    pub fn state(&self) -> Result<TransferState, String> {
+        let (Some(amount), Some(amount_reversed), Some(reversed)) =
+            (self.amount, self.amount_reversed, self.reversed)
+        else {
+            return Err(format!(
+                "transfer {} was answered without amount, amount_reversed or reversed",
+                self.id
+            ));
+        };
+        if reversed || (amount_reversed > 0 && amount_reversed >= amount) {
+            Ok(TransferState::Reversed {
+                reason: format!("reversed: {amount_reversed} of {amount}"),
+            })
+        } else {
+            Ok(TransferState::Paid)
+        }
     }
 
     pub fn destination_id(&self) -> Option<&str> {
@@ -133,6 +174,15 @@ struct ApiError {
     kind: Option<String>,
     code: Option<String>,
     message: Option<String>,
+}
+
+/// Whether a non-2xx answer to `GET /v1/transfers/{id}` says that no such transfer exists: a
+/// 404 whose `error.code` is `resource_missing`. A 404 without it (an unrecognized URL, a proxy
+/// in front of the API) says nothing about the transfer.
+pub fn is_missing_transfer(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::NOT_FOUND
+        && serde_json::from_slice::<ErrorBody>(body)
+            .is_ok_and(|b| b.error.code.as_deref() == Some(RESOURCE_MISSING))
 }
 
 /// A non-2xx answer from Stripe, as read: what [`PaymentError::from`] classifies.
@@ -320,6 +370,68 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    fn transfer(body: serde_json::Value) -> Transfer {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a_transfer_is_paid_until_reversed_in_full() {
+        let state = |amount_reversed: i64, reversed: bool| {
+            transfer(serde_json::json!({
+                "id": "tr_1", "object": "transfer", "amount": 500,
+                "amount_reversed": amount_reversed, "reversed": reversed,
+            }))
+            .state()
+        };
+        assert_eq!(state(0, false), Ok(TransferState::Paid));
+        assert_eq!(
+            state(200, false),
+            Ok(TransferState::Paid),
+            "a partial reversal leaves the recipient paid"
+        );
+        assert_eq!(
+            state(500, true),
+            Ok(TransferState::Reversed {
+                reason: "reversed: 500 of 500".into()
+            })
+        );
+        assert_eq!(
+            state(500, false),
+            Ok(TransferState::Reversed {
+                reason: "reversed: 500 of 500".into()
+            }),
+            "the amounts alone say it"
+        );
+        assert!(matches!(state(0, true), Ok(TransferState::Reversed { .. })));
+        let partial_answer = transfer(serde_json::json!({"id": "tr_1", "amount": 500}));
+        assert!(partial_answer.state().is_err());
+    }
+
+    #[test]
+    fn only_resource_missing_says_a_transfer_does_not_exist() {
+        let missing = error_body(
+            "invalid_request_error",
+            Some(RESOURCE_MISSING),
+            "No such transfer: 'tr_1'",
+        );
+        assert!(is_missing_transfer(StatusCode::NOT_FOUND, &missing));
+        let unrecognized = error_body(
+            "invalid_request_error",
+            None,
+            "Unrecognized request URL (GET: /v1/transfer/tr_1).",
+        );
+        assert!(!is_missing_transfer(StatusCode::NOT_FOUND, &unrecognized));
+        assert!(!is_missing_transfer(
+            StatusCode::NOT_FOUND,
+            b"<html>404</html>"
+        ));
+        assert!(!is_missing_transfer(StatusCode::BAD_REQUEST, &missing));
+        assert!(!is_missing_transfer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &missing
+        ));
     }
 
     #[test]
