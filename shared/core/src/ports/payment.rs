@@ -9,6 +9,15 @@ use crate::ports::webhook::WebhookVerifier;
 use std::fmt;
 use std::time::Duration;
 
+/// One transfer as the PSP lists it, for the reconciler's orphan check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTransfer {
+    pub id: String,
+    /// The item its metadata (Stripe) or reference (Adyen) names; `None` for a transfer that is
+    /// not one of ours.
+    pub item: Option<crate::ports::webhook::ItemReference>,
+}
+
 /// A transfer's state at the PSP, as the reconciler reads it (`docs/design.md#reconciler`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferState {
@@ -235,6 +244,21 @@ pub trait PaymentAdapter: WebhookVerifier {
         Err(PaymentError::Transient {
             reason: format!(
                 "provider {} cannot look transfer {transfer_id} up by id",
+                self.provider()
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// The transfers made from the platform since `since_ms` (epoch ms, inclusive), every page,
+    /// each with the item reference its metadata names, if any. The reconciler compares them
+    /// with the items to find orphans: a transfer no item records is a possible double payment
+    /// or a lost record. Any doubt (a page missing) is an error. The default lists nothing it
+    /// can vouch for, so it is an error.
+    async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
+        Err(PaymentError::Transient {
+            reason: format!(
+                "provider {} cannot list its transfers since {since_ms}",
                 self.provider()
             ),
             retry_after: None,

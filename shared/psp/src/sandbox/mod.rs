@@ -6,7 +6,7 @@ use crate::stripe::webhook as stripe_scheme;
 use payouts_config::{SandboxSettings, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount, iso_minor_units};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
+    ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
     ItemReference, VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
@@ -282,6 +282,21 @@ impl PaymentAdapter for SandboxPsp {
 
     /// Searches the ledger by id. The sandbox's transfers are final when made: paid. Ids are
     /// checked as the HTTP adapters check them, so every adapter refuses the same ids.
+    async fn transfers_since(&self, _since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
+        // The sandbox keeps no creation time: every transfer it made is listed.
+        Ok(self
+            .transfers()
+            .into_iter()
+            .map(|t| ListedTransfer {
+                id: t.id,
+                item: Some(ItemReference {
+                    batch_id: t.batch_id,
+                    item_id: t.item_id,
+                }),
+            })
+            .collect())
+    }
+
     async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
         let id = crate::http::transfer_id_segment(SANDBOX_PROVIDER, transfer_id)?;
         Ok(if self.transfers().iter().any(|t| t.id == id) {
