@@ -15,6 +15,7 @@ pub const SWEEP_METRICS: &[&str] = &[
     "ItemsSettledBySweep",
     "BatchesReenqueued",
     "TransfersNotFound",
+    "OrphanTransfers",
     "ReconcilerErrors",
     "OpenBatches",
 ];
@@ -50,6 +51,7 @@ pub fn metrics_line(summary: &SweepSummary, now_ms: u64) -> Value {
         "ItemsSettledBySweep": summary.items_settled,
         "BatchesReenqueued": summary.batches_enqueued,
         "TransfersNotFound": summary.transfers_not_found,
+        "OrphanTransfers": summary.orphan_transfers,
         "ReconcilerErrors": summary.errors,
         "OpenBatches": summary.open_batches,
     })

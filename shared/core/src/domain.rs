@@ -195,6 +195,20 @@ pub struct PayoutItem {
     /// Transfers with webhook events held until the item records them
     /// (`docs/design.md#webhooks-and-settlement`).
     pub held_transfer_ids: Vec<String>,
+    /// Transfers the item knows besides its current one: those of earlier key generations
+    /// (`previousPayoutIds`) and double payments already found (`duplicatePayoutIds`).
+    pub other_known_transfer_ids: Vec<String>,
+}
+
+impl PayoutItem {
+    /// Whether the item records `transfer_id` in any way (current, earlier or duplicate).
+    pub fn knows_transfer(&self, transfer_id: &str) -> bool {
+        self.provider_payout_id.as_deref() == Some(transfer_id)
+            || self
+                .other_known_transfer_ids
+                .iter()
+                .any(|t| t == transfer_id)
+    }
 }
 
 /// The longest item id: with the batch id, it fits every PSP's idempotency key.

@@ -11,6 +11,9 @@
 //!   payable: enqueues one job for the batch (a continuation from the start: it leaves `failed`
 //!   items, which only an operator's retry pays again).
 //!
+//! Then it lists every PSP's transfers made since the last sweep and reports those that name one
+//! of our items which does not record them (orphans: a possible double payment).
+//!
 //! The sweep never pays and never moves an item itself except through settlement.
 
 use crate::clock::Clock;
@@ -29,6 +32,9 @@ use tracing::{error, info, warn};
 
 /// The event type of the sweep's synthetic events, as the event records show it.
 pub const RECONCILER_EVENT_TYPE: &str = "reconciler.transfer_state";
+
+/// How far back the first orphan check lists (there is no previous check to start from).
+const FIRST_ORPHAN_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// How the sweep decides what is stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +94,10 @@ pub struct SweepSummary {
     pub batches_enqueued: u64,
     /// Transfers the PSP did not know, though an item records them (investigate).
     pub transfers_not_found: u64,
-    /// Lookups or enqueues that failed (retried by the next sweep).
+    /// Transfers the PSP made that name one of our items, which does not know them: a
+    /// possible double payment or a lost record (ERROR logged with both ids).
+    pub orphan_transfers: u64,
+    /// Lookups, listings or enqueues that failed (retried by the next sweep).
     pub errors: u64,
 }
 
@@ -154,6 +163,10 @@ impl Reconciler {
                 None => break,
             }
         }
+        if let Err(err) = self.check_orphans(&mut summary).await {
+            summary.errors += 1;
+            warn!(error = %err, "orphan check not finished: storage error; the next sweep lists the same window again");
+        }
         let stuck: Vec<String> = summary
             .stuck
             .iter()
@@ -163,9 +176,82 @@ impl Reconciler {
             open_batches = summary.open_batches, items_read = summary.items_read,
             items_settled = summary.items_settled, batches_enqueued = summary.batches_enqueued,
             stuck = %stuck.join(","), transfers_not_found = summary.transfers_not_found,
-            errors = summary.errors, "reconciler sweep summary"
+            orphan_transfers = summary.orphan_transfers, errors = summary.errors,
+            "reconciler sweep summary"
         );
         Ok(summary)
+    }
+
+    /// The orphan check: every PSP's transfers created since the last check (less the
+    /// threshold, so a transfer whose attempt was still recording it is looked at again), read
+    /// against the items they name, batch by batch (one Query per page of each such batch).
+    /// An item that does not know the transfer, and is not `submitting` (an attempt may be
+    /// recording it), has an orphan. The window moves on only when every PSP listed it all.
+    async fn check_orphans(&self, summary: &mut SweepSummary) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let overlap = self.config.stuck_after.as_millis() as u64;
+        let since = match self.store.orphans_checked_until().await? {
+            Some(until) => until.saturating_sub(overlap),
+            None => now.saturating_sub(FIRST_ORPHAN_WINDOW.as_millis() as u64),
+        };
+        let mut listed_all = true;
+        let mut by_batch: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+        for provider in self.adapters.providers() {
+            let Ok(adapter) = self.adapters.adapter_for(&provider) else {
+                continue;
+            };
+            match adapter.transfers_since(since).await {
+                Ok(listed) => {
+                    for transfer in listed {
+                        if let Some(item) = transfer.item {
+                            by_batch.entry(item.batch_id).or_default().push((
+                                item.item_id,
+                                transfer.id,
+                                provider.clone(),
+                            ));
+                        }
+                    }
+                }
+                Err(err) => {
+                    listed_all = false;
+                    summary.errors += 1;
+                    warn!(provider, error = %err, "listing the PSP's transfers failed; the next sweep lists the same window again");
+                }
+            }
+        }
+        for (batch_id, transfers) in by_batch {
+            let mut items = BTreeMap::new();
+            let mut cursor = None;
+            loop {
+                let page = self.store.query_items_page(&batch_id, cursor, None).await?;
+                for item in page.items.into_iter().flatten() {
+                    items.insert(item.item_id.clone(), item);
+                }
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            for (item_id, transfer_id, provider) in transfers {
+                let Some(item) = items.get(&item_id) else {
+                    // Not one of ours (another deployment's batch, or one deleted since).
+                    continue;
+                };
+                if item.status == ItemStatus::Submitting || item.knows_transfer(&transfer_id) {
+                    continue;
+                }
+                error!(
+                    batch_id, item_id, provider, transfer_id,
+                    recorded = ?item.provider_payout_id, status = %item.status,
+                    "ORPHAN TRANSFER: the PSP made a transfer for this item that the item does not record (a possible double payment, or a lost record); investigate and recover"
+                );
+                summary.orphan_transfers += 1;
+            }
+        }
+        if listed_all {
+            self.store.set_orphans_checked_until(now).await?;
+        }
+        Ok(())
     }
 
     async fn sweep_batch(

@@ -137,6 +137,15 @@ pub fn decode_item(batch_id: &str, record: &Record) -> Result<PayoutItem, StoreE
             Some(AttributeValue::Ss(ids)) => ids.clone(),
             _ => Vec::new(),
         },
+        other_known_transfer_ids: [attr::PREVIOUS_PAYOUT_IDS, attr::DUPLICATE_PAYOUT_IDS]
+            .iter()
+            .filter_map(|name| match record.get(*name) {
+                Some(AttributeValue::L(ids)) => Some(ids),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|id| id.as_s().ok().cloned())
+            .collect(),
     })
 }
 

@@ -2,6 +2,8 @@
 //! writes in `items` (the executor's) or `events` (settlement's).
 
 use crate::DynamoDbRepository;
+use crate::codec::{get_n, n, s, unavailable};
+use crate::schema::{attr, keys};
 use payouts_core::domain::{PayoutBatch, PayoutItem, PayoutMethod};
 use payouts_core::ports::repository::{
     BatchCompletion, BatchCounts, BatchIdPage, Claim, ClaimOutcome, CurrentKey, EventApplied,
@@ -187,6 +189,38 @@ impl PayoutRepository for DynamoDbRepository {
     async fn open_batches(&self, start: Option<String>) -> Result<BatchIdPage, StoreError> {
         let (batch_ids, next) = self.scan_open_batches(start).await?;
         Ok(BatchIdPage { batch_ids, next })
+    }
+
+    async fn orphans_checked_until(&self) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::RECONCILER_PK))
+            .key(attr::SK, s(keys::RECONCILER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|record| get_n(record, attr::ORPHANS_CHECKED_UNTIL)))
+    }
+
+    async fn set_orphans_checked_until(&self, until_ms: u64) -> Result<(), StoreError> {
+        self.client()
+            .update_item()
+            .table_name(self.payouts_table())
+            .key(attr::PK, s(keys::RECONCILER_PK))
+            .key(attr::SK, s(keys::RECONCILER_SK))
+            .update_expression("SET #until = :until")
+            .expression_attribute_names("#until", attr::ORPHANS_CHECKED_UNTIL)
+            .expression_attribute_values(":until", n(until_ms))
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
+        Ok(())
     }
 
     async fn batch_counts(&self, batch_id: &str) -> Result<Option<BatchCounts>, StoreError> {

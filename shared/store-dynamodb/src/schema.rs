@@ -68,6 +68,8 @@ pub mod attr {
     /// the batch id) when it is counted or (re)starts executing, kept on completion while items
     /// are `pending_kyc`, removed otherwise. The key of the sparse `openBatches` index.
     pub const OPEN_BATCH: &str = "openBatch";
+    /// On the reconciler's record: the epoch ms its orphan check has listed transfers up to.
+    pub const ORPHANS_CHECKED_UNTIL: &str = "orphansCheckedUntil";
     /// Added to the batch by its first run: when it started executing.
     pub const STARTED_AT: &str = "startedAt";
     /// Webhook event records.
@@ -109,6 +111,10 @@ pub mod keys {
         }
         (hash % u64::from(super::COUNTER_SHARDS)) as u32
     }
+
+    /// The reconciler's own record: where its orphan check last listed the PSPs' transfers.
+    pub const RECONCILER_PK: &str = "RECONCILER";
+    pub const RECONCILER_SK: &str = "STATE";
 
     pub fn batch_pk(batch_id: &str) -> String {
         format!("{BATCH_PK_PREFIX}{batch_id}")

@@ -8,6 +8,7 @@ use integration_tests::{TestEnv, items, test_config, verified_users};
 use payouts_core::clock::Clock;
 use payouts_core::domain::ItemStatus;
 use payouts_core::job::PayoutJob;
+use payouts_core::ports::payment::PaymentAdapter;
 use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::reconciler::{Reconciler, ReconcilerConfig};
@@ -130,16 +131,19 @@ async fn a_transfer_whose_webhook_never_arrives_is_paid_by_the_sweep_past_the_th
         .unwrap();
     assert_eq!(counts.count(ItemStatus::Paid), 2, "{counts:?}");
 
-    // A completed batch leaves the index: the next sweep reads nothing.
+    // A completed batch leaves the index: the next sweep reads no batch. The orphan check
+    // reads its window (GetItem), the one batch the sandbox lists transfers for (Query; the
+    // sandbox keeps no creation time, so it lists every transfer), and moves the window on.
     env.requests.reset();
     let idle = sweep.sweep().await.unwrap();
-    assert_eq!(idle.open_batches, 0, "{idle:?}");
     assert_eq!(
-        env.requests.total(),
-        1,
-        "one Scan of the empty index: {:?}",
-        env.requests.by_operation()
+        (idle.open_batches, idle.orphan_transfers),
+        (0, 0),
+        "{idle:?}"
     );
+    let requests = env.requests.by_operation();
+    assert_eq!(requests.get("Scan"), Some(&1), "{requests:?}");
+    assert_eq!(env.requests.total(), 4, "{requests:?}");
 }
 
 #[tokio::test]
@@ -289,12 +293,75 @@ async fn a_sweep_reads_the_open_batches_only() {
         (3, 30),
         "{summary:?}"
     );
+    // 1 Scan + 2 per open batch; the orphan check: its window (GetItem and UpdateItem) and one
+    // Query per batch the PSP listed transfers for (all four here: the sandbox lists all).
     assert_eq!(
         env.requests.total(),
-        1 + 2 * 3,
+        1 + 2 * 3 + 2 + 4,
         "{:?}",
         env.requests.by_operation()
     );
+}
+
+/// A transfer the PSP made for one of our items that the item does not record is reported as
+/// an orphan (a possible double payment); transfers the items record, and double payments the
+/// executor already recorded on the item, are not.
+#[tokio::test]
+async fn a_transfer_no_item_records_is_reported_as_an_orphan() {
+    let env = TestEnv::start().await;
+    let batch = items(2, "5.00");
+    env.seed_batch("b-orphan", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-orphan", None)
+        .await
+        .unwrap();
+    let sweep = reconciler(&env, &psp, &queue);
+    let clean = sweep.sweep().await.unwrap();
+    assert_eq!(clean.orphan_transfers, 0, "{clean:?}");
+
+    // A second transfer for item-00001, made under another key (as a lost record, or a second
+    // payment from elsewhere, would leave it).
+    let orphan = psp
+        .submit_transfer(&payouts_core::ports::payment::TransferRequest {
+            idempotency_key: payouts_core::ports::payment::IdempotencyKey::for_item(
+                "b-orphan",
+                "item-00001",
+                7,
+            ),
+            batch_id: "b-orphan".into(),
+            item_id: "item-00001".into(),
+            destination: "acct_user-00001".into(),
+            amount_minor: 500,
+            currency: "USD".into(),
+            send_by: None,
+        })
+        .await
+        .unwrap();
+    let found = sweep.sweep().await.unwrap();
+    assert_eq!(found.orphan_transfers, 1, "{found:?}");
+    let item = env.item("b-orphan", "item-00001").await;
+    assert_ne!(
+        item.provider_payout_id,
+        Some(orphan.provider_payout_id.clone())
+    );
+
+    // Once the item records it as a double payment, it is known: no longer an orphan.
+    env.set_item_attributes(
+        "b-orphan",
+        "item-00001",
+        &[(
+            payouts_store_dynamodb::schema::attr::DUPLICATE_PAYOUT_IDS,
+            Some(aws_sdk_dynamodb::types::AttributeValue::L(vec![
+                payouts_store_dynamodb::s(&orphan.provider_payout_id),
+            ])),
+        )],
+    )
+    .await;
+    let known = sweep.sweep().await.unwrap();
+    assert_eq!(known.orphan_transfers, 0, "{known:?}");
 }
 
 /// The function's handler prints the sweep's summary as one CloudWatch Embedded Metric Format
@@ -337,6 +404,7 @@ async fn the_sweep_emits_its_summary_as_embedded_metrics() {
         assert!(line[name].is_u64(), "{name}: {line}");
     }
     assert_eq!(line["BatchesReenqueued"], 1, "{line}");
+    assert_eq!(line["OrphanTransfers"], 0, "{line}");
     assert_eq!(
         line["StuckItems"], 1,
         "the batch's pending items, once: {line}"

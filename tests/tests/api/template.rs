@@ -316,6 +316,7 @@ fn payout_reconcile_may_do_only_what_it_does() {
     for (alarm, metric) in [
         ("StuckItemsAlarm", "StuckItems"),
         ("TransfersNotFoundAlarm", "TransfersNotFound"),
+        ("OrphanTransfersAlarm", "OrphanTransfers"),
     ] {
         let alarm_props = props(&template, alarm);
         assert_eq!(alarm_props["MetricName"], metric);

@@ -671,6 +671,7 @@ mod tests {
             provider_payout_id: None,
             attempt,
             held_transfer_ids: Vec::new(),
+            other_known_transfer_ids: Vec::new(),
         }
     }
 

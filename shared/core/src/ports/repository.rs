@@ -342,6 +342,13 @@ pub trait PayoutRepository: Send + Sync {
     /// table. `start` is the previous page's `next`.
     async fn open_batches(&self, start: Option<String>) -> Result<BatchIdPage, StoreError>;
 
+    /// Up to when (epoch ms) the reconciler's orphan check has listed the PSPs' transfers;
+    /// `None` before its first sweep.
+    async fn orphans_checked_until(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Records that the orphan check has listed transfers up to `until_ms`.
+    async fn set_orphans_checked_until(&self, until_ms: u64) -> Result<(), StoreError>;
+
     /// The batch's status and live per-status counts, in one small read (whatever the batch's
     /// size); `None` when there is no such batch.
     async fn batch_counts(&self, batch_id: &str) -> Result<Option<BatchCounts>, StoreError>;
