@@ -22,7 +22,7 @@ use payouts_core::domain::ItemStatus;
 use payouts_core::executor::{Executor, ExecutorConfig};
 use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
+    ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{
@@ -145,6 +145,10 @@ impl PaymentAdapter for CrashingAdapter {
 
     async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
         self.inner.transfer_state(transfer_id).await
+    }
+
+    async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
+        self.inner.transfers_since(since_ms).await
     }
 
     fn key_reuse_window(&self) -> Option<Duration> {
@@ -373,6 +377,8 @@ struct Scenario {
     between: Rng,
     /// Set when the batch's counts were taken away (see `forget_counts`), until it is counted.
     counts_forgotten: bool,
+    /// Orphan transfers the final sweeps reported (each one a violation).
+    orphans_reported: u64,
     batch_id: String,
     /// item id → (user id, destination account)
     items: BTreeMap<String, (String, String)>,
@@ -603,6 +609,7 @@ impl Scenario {
             webhook_faults,
             between: Rng(seed.rotate_left(17) ^ 0xbe7e),
             counts_forgotten: false,
+            orphans_reported: 0,
             batch_id,
             items,
             unverified,
@@ -1151,6 +1158,9 @@ impl Scenario {
                 .advance(SWEEP_THRESHOLD + Duration::from_secs(1));
             let summary = reconciler.sweep().await;
             self.trace.push(format!("sweep {round}: {summary:?}"));
+            if let Ok(summary) = &summary {
+                self.orphans_reported += summary.orphan_transfers;
+            }
             let jobs = std::mem::take(&mut *queue.0.lock().unwrap());
             for job in &jobs {
                 let after = job.payload.resume_after.clone().unwrap_or_default();
@@ -1294,6 +1304,12 @@ impl Scenario {
     /// The invariants; each violation is one line.
     async fn check(&self) -> Vec<String> {
         let mut violations = Vec::new();
+        if self.orphans_reported > 0 {
+            violations.push(format!(
+                "the reconciler reported {} orphan transfers (a transfer no item records)",
+                self.orphans_reported
+            ));
+        }
         let provider = self.fake.provider();
         let transfers: Vec<Made> = self
             .fake
