@@ -145,6 +145,10 @@ struct State {
     conflicts: u64,
     /// `GET /btl/v4/transfers/{id}` requests still to answer with a 500.
     failing_retrievals: usize,
+    /// The most transfers one list page holds, below the `limit` asked for.
+    max_page_size: Option<usize>,
+    /// Which list request from now (1 = the next) answers a 500.
+    failing_list: Option<usize>,
 }
 
 impl State {
@@ -245,6 +249,49 @@ impl FakeAdyen {
     /// a 500, as Adyen does when it is down.
     pub fn fail_retrievals(&self, times: usize) {
         self.state().failing_retrievals += times;
+    }
+
+    /// Makes a transfer directly, as if made outside our executor (the Customer Area, another
+    /// system): an outgoing internal transfer from the platform's balance account to
+    /// `counterparty` with `reference`, status `booked`, no idempotency key, created now on the
+    /// machine's clock (as every transfer here: lookups' windows are read on it). Returns its id.
+    pub fn make_transfer(
+        &self,
+        counterparty: &str,
+        amount: i64,
+        currency: &str,
+        reference: &str,
+    ) -> String {
+        let mut state = self.state();
+        state.next_id += 1;
+        let transfer = FakeTransfer {
+            id: format!("1W1UG35FAKE{:08}", state.next_id),
+            amount,
+            currency: currency.to_owned(),
+            balance_account: FAKE_BALANCE_ACCOUNT.to_owned(),
+            counterparty: counterparty.to_owned(),
+            reference: reference.to_owned(),
+            description: None,
+            status: "booked".to_owned(),
+            reason: "approved".to_owned(),
+            sequence_number: 3,
+            created_ms: payouts_core::clock::now_ms(),
+            idempotency_key: None,
+        };
+        let id = transfer.id.clone();
+        state.transfers.push(transfer);
+        id
+    }
+
+    /// Caps every list page (`GET /btl/v4/transfers`) at `size` transfers, whatever `limit`
+    /// asks, so paging can be tested with few transfers.
+    pub fn set_max_page_size(&self, size: usize) {
+        self.state().max_page_size = Some(size.max(1));
+    }
+
+    /// Makes the `nth` list request from now (1: the next) answer a 500.
+    pub fn fail_list_request(&self, nth: usize) {
+        self.state().failing_list = Some(nth.max(1));
     }
 
     /// Moves the fake's clock forward (key retention).
@@ -708,7 +755,20 @@ fn list(
     request: &RecordedRequest,
     addr: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
+    match state.failing_list {
+        Some(1) => {
+            state.failing_list = None;
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "99_500",
+                "Error processing request",
+                "Internal error",
+            );
+        }
+        Some(n) => state.failing_list = Some(n - 1),
+        None => {}
+    }
     let window = (
         request.param("createdSince").and_then(parse_time_ms),
         request.param("createdUntil").and_then(parse_time_ms),
@@ -749,6 +809,7 @@ fn list(
             );
         }
     };
+    let limit = state.max_page_size.map_or(limit, |max| limit.min(max));
     let offset = match request.param("cursor") {
         None => 0,
         Some(cursor) => match cursor

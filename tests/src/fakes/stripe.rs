@@ -1,5 +1,5 @@
 //! A fake Stripe for tests and local runs: the slice of Stripe's API v1 the adapter uses
-//! (`POST /v1/transfers`, `GET /v1/transfers` by `transfer_group`/`destination`,
+//! (`POST /v1/transfers`, `GET /v1/transfers` by `transfer_group`/`destination`/`created[gte]`,
 //! `GET /v1/transfers/{id}`), shaped after Stripe's OpenAPI description, with a real
 //! idempotency store, transfers a test can reverse, and faults injected on purpose.
 //!
@@ -131,6 +131,10 @@ struct State {
     replays: u64,
     /// `GET /v1/transfers/{id}` requests still to answer with a 500.
     failing_retrievals: usize,
+    /// The most transfers one list page holds, below the `limit` asked for.
+    max_page_size: Option<usize>,
+    /// Which list request from now (1 = the next) answers a 500.
+    failing_list: Option<usize>,
 }
 
 impl State {
@@ -253,6 +257,58 @@ impl FakeStripe {
     /// as Stripe does when it is down.
     pub fn fail_retrievals(&self, times: usize) {
         self.state().failing_retrievals += times;
+    }
+
+    /// Makes a transfer directly, as if made outside our executor (the dashboard, another
+    /// system using the same key): no idempotency key, `metadata[batch_id]`/`[item_id]` set
+    /// from `item` (`(batch, item)`) if given, `created` on the fake's clock. Returns its id.
+    pub fn make_transfer(
+        &self,
+        destination: &str,
+        amount: i64,
+        currency: &str,
+        item: Option<(&str, &str)>,
+    ) -> String {
+        let mut state = self.state();
+        state.next_id += 1;
+        let metadata = item
+            .map(|(batch, item)| {
+                BTreeMap::from([
+                    ("batch_id".to_owned(), batch.to_owned()),
+                    ("item_id".to_owned(), item.to_owned()),
+                ])
+            })
+            .unwrap_or_default();
+        let transfer = FakeTransfer {
+            id: format!("tr_fake{:016}", state.next_id),
+            amount,
+            currency: currency.to_ascii_lowercase(),
+            destination: destination.to_owned(),
+            transfer_group: None,
+            metadata,
+            created: state.now_secs(),
+            idempotency_key: None,
+            reversals: Vec::new(),
+        };
+        let id = transfer.id.clone();
+        state.transfers.push(transfer);
+        id
+    }
+
+    /// Caps every list page (`GET /v1/transfers`) at `size` transfers, whatever `limit` asks,
+    /// so paging can be tested with few transfers.
+    pub fn set_max_page_size(&self, size: usize) {
+        self.state().max_page_size = Some(size.max(1));
+    }
+
+    /// Makes the `nth` list request from now (1: the next) answer a 500.
+    pub fn fail_list_request(&self, nth: usize) {
+        self.state().failing_list = Some(nth.max(1));
+    }
+
+    /// Unix seconds on the fake's clock (what `created` records).
+    pub fn now_secs(&self) -> u64 {
+        self.state().now_secs()
     }
 
     /// Moves the fake's clock forward (key retention, `created`).
@@ -596,7 +652,32 @@ async fn create(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Reply {
 }
 
 fn list(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Response<Full<Bytes>> {
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
+    match state.failing_list {
+        Some(1) => {
+            state.failing_list = None;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                None,
+                "An unknown error occurred",
+            );
+        }
+        Some(n) => state.failing_list = Some(n - 1),
+        None => {}
+    }
+    let created_gte = match request.param("created[gte]").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(secs)) => Some(secs),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_invalid_integer"),
+                "Invalid integer: created[gte]",
+            );
+        }
+    };
     let limit = match request.param("limit").map(str::parse::<usize>) {
         None => 10,
         Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
@@ -621,8 +702,10 @@ fn list(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Response<Full<B
                 && request
                     .param("destination")
                     .is_none_or(|d| t.destination == d)
+                && created_gte.is_none_or(|since| t.created >= since)
         })
         .collect();
+    let limit = state.max_page_size.map_or(limit, |max| limit.min(max));
     if let Some(after) = request.param("starting_after") {
         match matching.iter().position(|t| t.id == after) {
             Some(index) => matching.drain(..=index).for_each(drop),

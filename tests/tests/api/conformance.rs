@@ -18,6 +18,7 @@ use payouts_psp::adyen::webhook::transfer_event_json as adyen_event_json;
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_psp::stripe::StripeAdapter;
 use payouts_psp::stripe::webhook::{signature_header, transfer_event_json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +76,25 @@ trait Subject: Send + Sync {
     /// Requests the PSP side has received so far; `None` where there is no HTTP side.
     fn requests_received(&self) -> Option<usize> {
         None
+    }
+    /// Lets time pass at the PSP and returns a `since_ms` after every transfer made so far and
+    /// not after any made from now on; `None` where the PSP side keeps no time (the sandbox).
+    async fn time_passes(&self) -> Option<u64> {
+        None
+    }
+    /// Makes a transfer at the PSP outside our executor (an orphan when it names one of our
+    /// items), naming `item` the way the adapter would, or nothing of ours; returns its id.
+    /// `None` where the PSP side cannot.
+    fn make_outside_transfer(&self, _item: Option<&ItemReference>) -> Option<String> {
+        None
+    }
+    /// Makes the PSP's list pages hold at most `size` transfers; `false` where it cannot.
+    fn set_max_page_size(&self, _size: usize) -> bool {
+        false
+    }
+    /// Makes the PSP's `nth` list request from now answer a 5xx; `false` where it cannot.
+    fn fail_list_request(&self, _nth: usize) -> bool {
+        false
     }
 }
 
@@ -151,6 +171,32 @@ impl Subject for Stripe {
 
     fn requests_received(&self) -> Option<usize> {
         Some(self.fake.requests().len())
+    }
+
+    async fn time_passes(&self) -> Option<u64> {
+        // `created` is in whole seconds: the next second starts after everything made so far.
+        let since_secs = self.fake.now_secs() + 1;
+        self.fake.advance_clock(Duration::from_secs(1));
+        Some(since_secs * 1000)
+    }
+
+    fn make_outside_transfer(&self, item: Option<&ItemReference>) -> Option<String> {
+        Some(self.fake.make_transfer(
+            DESTINATION,
+            900,
+            "USD",
+            item.map(|r| (r.batch_id.as_str(), r.item_id.as_str())),
+        ))
+    }
+
+    fn set_max_page_size(&self, size: usize) -> bool {
+        self.fake.set_max_page_size(size);
+        true
+    }
+
+    fn fail_list_request(&self, nth: usize) -> bool {
+        self.fake.fail_list_request(nth);
+        true
     }
 }
 
@@ -253,6 +299,33 @@ impl Subject for Adyen {
 
     fn requests_received(&self) -> Option<usize> {
         Some(self.fake.requests().len())
+    }
+
+    async fn time_passes(&self) -> Option<u64> {
+        // The fake stamps transfers on the machine's clock, as the adapter's windows read it.
+        let since_ms = payouts_core::clock::now_ms() + 1;
+        while payouts_core::clock::now_ms() <= since_ms {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Some(since_ms)
+    }
+
+    fn make_outside_transfer(&self, item: Option<&ItemReference>) -> Option<String> {
+        let reference = item.map_or_else(
+            || "manual adjustment 42".to_owned(),
+            |r| format!("payout:{}:{}", r.batch_id, r.item_id),
+        );
+        Some(self.fake.make_transfer(DESTINATION, 900, "USD", &reference))
+    }
+
+    fn set_max_page_size(&self, size: usize) -> bool {
+        self.fake.set_max_page_size(size);
+        true
+    }
+
+    fn fail_list_request(&self, nth: usize) -> bool {
+        self.fake.fail_list_request(nth);
+        true
     }
 }
 
@@ -480,6 +553,101 @@ async fn verifies_webhooks(subject: &dyn Subject) {
     ));
 }
 
+fn item(item_id: &str) -> ItemReference {
+    ItemReference {
+        batch_id: "b-conf".into(),
+        item_id: item_id.into(),
+    }
+}
+
+/// The transfers made since a time, every page, each with the item it names: those made
+/// before are left out (where the PSP keeps time), ours and orphans (made outside the executor
+/// but naming one of our items) name their item, others name none; a failed page is an error,
+/// never a shorter list.
+async fn lists_transfers_since(subject: &dyn Subject) {
+    let adapter = subject.adapter();
+    let earlier = adapter
+        .submit_transfer(&request("i-list-earlier", 0, 500))
+        .await
+        .expect("submit")
+        .provider_payout_id;
+    let earlier_orphan = subject.make_outside_transfer(Some(&item("i-list-earlier")));
+    let since = subject.time_passes().await;
+
+    let mut ours = Vec::new();
+    for n in 0..5 {
+        let item_id = format!("i-list-{n}");
+        let made = adapter
+            .submit_transfer(&request(&item_id, 0, 500))
+            .await
+            .expect("submit");
+        ours.push((made.provider_payout_id, item(&item_id)));
+    }
+    // An orphan: names item i-list-0, which records another transfer.
+    let orphan = subject.make_outside_transfer(Some(&item("i-list-0")));
+    let foreign = subject.make_outside_transfer(None);
+
+    let paged = subject.set_max_page_size(2);
+    let sent_before = subject.requests_received();
+    let listed = adapter
+        .transfers_since(since.unwrap_or(0))
+        .await
+        .expect("listed");
+    let by_id: HashMap<&str, Option<&ItemReference>> = listed
+        .iter()
+        .map(|t| (t.id.as_str(), t.item.as_ref()))
+        .collect();
+    assert_eq!(by_id.len(), listed.len(), "each transfer once: {listed:?}");
+    for (id, reference) in &ours {
+        assert_eq!(by_id.get(id.as_str()), Some(&Some(reference)), "{listed:?}");
+    }
+    if let Some(orphan) = &orphan {
+        assert_eq!(
+            by_id.get(orphan.as_str()),
+            Some(&Some(&item("i-list-0"))),
+            "{listed:?}"
+        );
+    }
+    if let Some(foreign) = &foreign {
+        assert_eq!(by_id.get(foreign.as_str()), Some(&None), "{listed:?}");
+    }
+    if since.is_some() {
+        assert!(!by_id.contains_key(earlier.as_str()), "{listed:?}");
+        if let Some(earlier_orphan) = &earlier_orphan {
+            assert!(!by_id.contains_key(earlier_orphan.as_str()), "{listed:?}");
+        }
+        let expected = ours.len() + usize::from(orphan.is_some()) + usize::from(foreign.is_some());
+        assert_eq!(listed.len(), expected, "only those since: {listed:?}");
+    } else {
+        assert_eq!(
+            by_id.get(earlier.as_str()),
+            Some(&Some(&item("i-list-earlier"))),
+            "a PSP side without time lists all it made"
+        );
+    }
+    if paged {
+        let pages = subject.requests_received().unwrap() - sent_before.unwrap();
+        assert_eq!(pages, listed.len().div_ceil(2), "every page of 2 was read");
+    }
+
+    if subject.fail_list_request(2) {
+        let failed = adapter.transfers_since(since.unwrap_or(0)).await;
+        assert!(
+            matches!(&failed, Err(err) if err.is_retryable()),
+            "a 5xx on a page is a retryable error, never a partial list: {failed:?}"
+        );
+        assert_eq!(
+            adapter
+                .transfers_since(since.unwrap_or(0))
+                .await
+                .as_ref()
+                .map(Vec::len),
+            Ok(listed.len()),
+            "the next listing is answered again"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sandbox_conforms() {
     let subject = sandbox();
@@ -488,6 +656,7 @@ async fn sandbox_conforms() {
     looks_transfers_up_by_reference(subject.as_ref()).await;
     looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
+    lists_transfers_since(subject.as_ref()).await;
 }
 
 #[tokio::test]
@@ -498,6 +667,7 @@ async fn stripe_conforms() {
     looks_transfers_up_by_reference(subject.as_ref()).await;
     looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
+    lists_transfers_since(subject.as_ref()).await;
 }
 
 #[tokio::test]
@@ -508,4 +678,5 @@ async fn adyen_conforms() {
     looks_transfers_up_by_reference(subject.as_ref()).await;
     looks_transfers_up_by_id(subject.as_ref()).await;
     verifies_webhooks(subject.as_ref()).await;
+    lists_transfers_since(subject.as_ref()).await;
 }

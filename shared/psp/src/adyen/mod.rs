@@ -19,7 +19,7 @@ use http::{HeaderValue, Method};
 use payouts_config::{AdyenSettings, ConfigError, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
+    ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
     VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
@@ -29,7 +29,7 @@ use std::time::Duration;
 use tracing::{error, warn};
 use transformers::{
     AdyenErrorAnswer, TRANSFERS_PATH, Transfer, TransferInfo, TransferList, idempotency_header,
-    is_missing_transfer, list_query, transfer_reference,
+    is_missing_transfer, list_query, parse_reference, transfer_reference,
 };
 
 pub use transformers::classify_error;
@@ -51,9 +51,11 @@ pub const LOOKUP_WINDOW: Duration = Duration::from_secs(180 * 24 * 3600);
 
 /// Slack after "now" in a lookup's `createdUntil`, for clock skew between us and Adyen.
 const LOOKUP_CLOCK_SLACK: Duration = Duration::from_secs(3600);
-/// The longest a `Retry-After` pauses the whole adapter.
 /// One item's reference holds one transfer; more pages than this is a fault.
 const MAX_LIST_PAGES: usize = 10;
+/// The most pages (of 100 transfers) one [`PaymentAdapter::transfers_since`] reads; a longer
+/// list is an error, never cut short.
+pub const MAX_SINCE_PAGES: usize = 100;
 
 /// One call to Adyen's API.
 struct AdyenCall<'a> {
@@ -171,28 +173,32 @@ impl AdyenAdapter {
         err
     }
 
-    /// The outgoing transfers from `balance_account` that carry `reference`, every page.
-    async fn list_item_transfers(
+    /// The outgoing transfers from `balance_account` created in `since_ms..=until_ms` (at most
+    /// [`LOOKUP_WINDOW`] apart), carrying `reference` if one is given, every page (following
+    /// the `next` cursor). Any failure is a lookup failure ([`lookup_failure`], with
+    /// `context`), never a partial list; so is a list longer than `max_pages` pages.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_transfers(
         &self,
         api_key: HeaderValue,
         balance_account: &str,
-        reference: &str,
+        reference: Option<&str>,
+        (since_ms, until_ms): (u64, u64),
         send_by: Option<tokio::time::Instant>,
+        max_pages: usize,
+        context: &str,
     ) -> Result<Vec<Transfer>, PaymentError> {
-        let now_ms = payouts_core::clock::now_ms();
-        let until_ms = now_ms + LOOKUP_CLOCK_SLACK.as_millis() as u64;
-        let since_ms = until_ms.saturating_sub(LOOKUP_WINDOW.as_millis() as u64);
         let (since, until) = (
             payouts_core::clock::rfc3339_from_ms(since_ms),
             payouts_core::clock::rfc3339_from_ms(until_ms),
         );
-        let lookup_failed = |reason: String, retry_after| PaymentError::Transient {
-            reason: format!("adyen lookup of {reference}: {reason}"),
-            retry_after,
+        let unreadable = |reason: String| PaymentError::Transient {
+            reason: format!("{context}: {reason}"),
+            retry_after: None,
         };
         let mut found = Vec::new();
         let mut cursor: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
+        for _ in 0..max_pages {
             let path = format!(
                 "{TRANSFERS_PATH}?{}",
                 list_query(
@@ -214,25 +220,18 @@ impl AdyenAdapter {
                     .await
                     .map_err(|err| match err {
                         SendError::NotSent(reason) => PaymentError::NotSent {
-                            reason: format!("adyen lookup of {reference}: {reason}"),
+                            reason: format!("{context}: {reason}"),
                         },
-                        SendError::NoAnswer(reason) => lookup_failed(reason, None),
+                        SendError::NoAnswer(reason) => unreadable(reason),
                     })?;
             if !answer.status.is_success() {
-                let err = self.error_from(&answer);
-                let retry_after = match &err {
-                    PaymentError::Transient { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                return Err(lookup_failed(format!("failed: {err}"), retry_after));
+                return Err(lookup_failure(context, self.error_from(&answer)));
             }
             let page: TransferList = serde_json::from_slice(&answer.body)
-                .map_err(|e| lookup_failed(format!("unreadable page: {e}"), None))?;
-            cursor = page
-                .next_cursor()
-                .map_err(|reason| lookup_failed(reason, None))?;
+                .map_err(|e| unreadable(format!("unreadable page: {e}")))?;
+            cursor = page.next_cursor().map_err(unreadable)?;
             found.extend(page.data.into_iter().filter(|t| {
-                t.reference.as_deref() == Some(reference)
+                reference.is_none_or(|r| t.reference.as_deref() == Some(r))
                     && t.is_outgoing()
                     && t.balance_account_id()
                         .is_none_or(|id| id == balance_account)
@@ -241,11 +240,19 @@ impl AdyenAdapter {
                 return Ok(found);
             }
         }
-        Err(lookup_failed(
-            format!("more than {MAX_LIST_PAGES} pages"),
-            None,
-        ))
+        Err(unreadable(format!(
+            "more than {max_pages} pages; nothing is reported from a partial list"
+        )))
     }
+}
+
+/// The creation window of a listing that ends now: until "now" plus [`LOOKUP_CLOCK_SLACK`]
+/// (clock skew between us and Adyen), and from `since_ms`, clamped to Adyen's window
+/// ([`LOOKUP_WINDOW`]).
+fn window_since(since_ms: u64) -> (u64, u64) {
+    let until_ms = payouts_core::clock::now_ms() + LOOKUP_CLOCK_SLACK.as_millis() as u64;
+    let earliest = until_ms.saturating_sub(LOOKUP_WINDOW.as_millis() as u64);
+    (since_ms.max(earliest), until_ms)
 }
 
 #[async_trait::async_trait]
@@ -378,7 +385,15 @@ impl PaymentAdapter for AdyenAdapter {
             return Ok(None);
         };
         let found = self
-            .list_item_transfers(api_key, source, &reference, request.send_by)
+            .list_transfers(
+                api_key,
+                source,
+                Some(&reference),
+                window_since(0),
+                request.send_by,
+                MAX_LIST_PAGES,
+                &format!("adyen lookup of {reference}"),
+            )
             .await?;
         Ok(pick_found(request, &reference, found))
     }
@@ -430,6 +445,53 @@ impl PaymentAdapter for AdyenAdapter {
             return Err(unreadable(format!("answered transfer {:?}", transfer.id)));
         }
         transfer.state().map_err(unreadable)
+    }
+
+    /// `GET /btl/v4/transfers` for the platform's balance account, created from `since_ms`
+    /// until now (plus an hour's slack for clock skew), every page (at most
+    /// [`MAX_SINCE_PAGES`]), keeping only the outgoing side from that account, as the lookup by
+    /// reference does. The item is the one the transfer's `reference` names
+    /// ([`transformers::parse_reference`]); any other reference is `None`.
+    ///
+    /// Adyen lists at most 6 months per query ([`LOOKUP_WINDOW`]): a `since_ms` older than that
+    /// is clamped to the window's start, so transfers older than about 6 months are not listed.
+    /// The reconciler passes its last sweep time, which is far more recent. Any failure is an
+    /// error ([`lookup_failure`]), never a partial list.
+    async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
+        let (api_key, source) = self.credentials()?;
+        let window = window_since(since_ms);
+        if window.0 > since_ms {
+            warn!(
+                since_ms,
+                clamped_to_ms = window.0,
+                "Adyen lists at most 6 months at a time: transfers older than that are not listed"
+            );
+        }
+        let listed = self
+            .list_transfers(
+                api_key,
+                source,
+                None,
+                window,
+                None,
+                MAX_SINCE_PAGES,
+                &format!("adyen listing of transfers since {since_ms}"),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(listed.len());
+        for transfer in listed {
+            let Some(id) = transfer.id.filter(|id| !id.is_empty()) else {
+                return Err(PaymentError::Transient {
+                    reason: "adyen listing answered a transfer without an id".into(),
+                    retry_after: None,
+                });
+            };
+            out.push(ListedTransfer {
+                id,
+                item: transfer.reference.as_deref().and_then(parse_reference),
+            });
+        }
+        Ok(out)
     }
 
     fn key_reuse_window(&self) -> Option<Duration> {

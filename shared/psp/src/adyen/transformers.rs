@@ -322,18 +322,21 @@ impl TransferList {
 }
 
 /// The query of one page of `GET /btl/v4/transfers`: the platform's balance account, our
-/// reference, a creation window (Adyen: at most 6 months), oldest first.
+/// reference (`None`: every transfer), a creation window (Adyen: at most 6 months), oldest
+/// first.
 pub fn list_query(
     balance_account_id: &str,
-    reference: &str,
+    reference: Option<&str>,
     created_since: &str,
     created_until: &str,
     cursor: Option<&str>,
 ) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("balanceAccountId", balance_account_id);
+    if let Some(reference) = reference {
+        query.append_pair("reference", reference);
+    }
     query
-        .append_pair("balanceAccountId", balance_account_id)
-        .append_pair("reference", reference)
         .append_pair("createdSince", created_since)
         .append_pair("createdUntil", created_until)
         .append_pair("sortOrder", "asc")
@@ -761,5 +764,20 @@ mod tests {
             serde_json::from_str(r#"{"data":[],"_links":{"next":{"href":"https://x/y"}}}"#)
                 .unwrap();
         assert!(broken.next_cursor().is_err());
+    }
+
+    #[test]
+    fn a_listing_without_a_reference_lists_every_transfer_of_the_account() {
+        let since = "2025-01-01T00:00:00Z";
+        let until = "2025-02-01T00:00:00Z";
+        assert_eq!(
+            list_query("BA", None, since, until, Some("S2B-1")),
+            "balanceAccountId=BA&createdSince=2025-01-01T00%3A00%3A00Z\
+             &createdUntil=2025-02-01T00%3A00%3A00Z&sortOrder=asc&limit=100&cursor=S2B-1"
+        );
+        assert!(
+            list_query("BA", Some("payout:b:i"), since, until, None)
+                .contains("&reference=payout%3Ab%3Ai&")
+        );
     }
 }

@@ -16,8 +16,10 @@ use http::{HeaderValue, Method};
 use payouts_config::{ConfigError, Secret, StripeSettings};
 use payouts_core::money::{MoneyError, PayoutAmount};
 use payouts_core::ports::payment::{
-    PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
+    ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
+#[cfg(doc)]
+use payouts_core::ports::payment::{METADATA_BATCH_ID, METADATA_ITEM_ID};
 use payouts_core::ports::webhook::{
     VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
 };
@@ -25,7 +27,8 @@ use std::fmt;
 use std::time::Duration;
 use tracing::{error, warn};
 use transformers::{
-    StripeErrorAnswer, Transfer, TransferList, is_missing_transfer, list_query, transfer_group,
+    ListFilter, StripeErrorAnswer, Transfer, TransferList, is_missing_transfer, list_query,
+    transfer_group,
 };
 
 pub use transformers::{classify_error, transfer_form};
@@ -49,6 +52,9 @@ pub const KEY_REUSE_WINDOW: Duration = Duration::from_secs(23 * 3600);
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// One item's transfer group holds one transfer; more pages than this is a fault.
 const MAX_LIST_PAGES: usize = 10;
+/// The most pages (of 100 transfers) one [`PaymentAdapter::transfers_since`] reads; a longer
+/// list is an error, never cut short.
+pub const MAX_SINCE_PAGES: usize = 100;
 
 /// One call to Stripe's API.
 struct StripeCall<'a> {
@@ -162,19 +168,28 @@ impl StripeAdapter {
         err
     }
 
-    /// The transfers of `group` made for `request`'s item, page by page.
-    async fn list_item_transfers(
+    /// Every transfer `GET /v1/transfers` lists for `filter`, page by page (following
+    /// `has_more` with `starting_after`), newest first as Stripe lists them. Any failure is a
+    /// lookup failure ([`lookup_failure`], with `context`), never a partial list; so is a list
+    /// longer than `max_pages` pages.
+    async fn list_transfers(
         &self,
         authorization: HeaderValue,
-        request: &TransferRequest,
-        group: &str,
+        filter: ListFilter<'_>,
+        send_by: Option<tokio::time::Instant>,
+        max_pages: usize,
+        context: &str,
     ) -> Result<Vec<Transfer>, PaymentError> {
+        let unreadable = |reason: String| PaymentError::Transient {
+            reason: format!("{context}: {reason}"),
+            retry_after: None,
+        };
         let mut found = Vec::new();
         let mut starting_after: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
+        for _ in 0..max_pages {
             let path = format!(
                 "/v1/transfers?{}",
-                list_query(group, starting_after.as_deref())
+                list_query(filter, starting_after.as_deref())
             );
             let call = StripeCall {
                 method: Method::GET,
@@ -183,47 +198,35 @@ impl StripeAdapter {
                 idempotency_key: None,
             };
             let answer = self
-                .send(authorization.clone(), call, request.send_by)
+                .send(authorization.clone(), call, send_by)
                 .await
                 .map_err(|err| match err {
                     SendError::NotSent(reason) => PaymentError::NotSent {
-                        reason: format!("stripe lookup: {reason}"),
+                        reason: format!("{context}: {reason}"),
                     },
-                    SendError::NoAnswer(reason) => PaymentError::Transient {
-                        reason: format!("stripe lookup: {reason}"),
-                        retry_after: None,
-                    },
+                    SendError::NoAnswer(reason) => unreadable(reason),
                 })?;
             if !answer.status.is_success() {
-                let err = self.error_from(&answer);
-                let retry_after = match &err {
-                    PaymentError::Transient { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                return Err(PaymentError::Transient {
-                    reason: format!("stripe lookup failed: {err}"),
-                    retry_after,
-                });
+                return Err(lookup_failure(context, self.error_from(&answer)));
             }
-            let list: TransferList =
-                serde_json::from_slice(&answer.body).map_err(|e| PaymentError::Transient {
-                    reason: format!("stripe lookup answered an unreadable list: {e}"),
-                    retry_after: None,
-                })?;
+            let list: TransferList = serde_json::from_slice(&answer.body)
+                .map_err(|e| unreadable(format!("answered an unreadable list: {e}")))?;
             starting_after = list.data.last().map(|t| t.id.clone());
-            found.extend(
-                list.data
-                    .into_iter()
-                    .filter(|t| t.belongs_to(&request.batch_id, &request.item_id)),
-            );
-            if !list.has_more || starting_after.is_none() {
+            let has_more = list.has_more;
+            found.extend(list.data);
+            if !has_more {
                 return Ok(found);
             }
+            if starting_after.is_none() {
+                return Err(unreadable(
+                    "announced more transfers on an empty page".into(),
+                ));
+            }
         }
-        Err(PaymentError::Transient {
-            reason: format!("stripe lookup of transfer group {group} did not end"),
-            retry_after: None,
-        })
+        Err(unreadable(format!(
+            "more than {max_pages} pages of {} transfers; nothing is reported from a partial list",
+            transformers::LIST_PAGE_LIMIT
+        )))
     }
 }
 
@@ -319,8 +322,17 @@ impl PaymentAdapter for StripeAdapter {
         let authorization = self.authorization()?;
         let group = transfer_group(&request.batch_id, &request.item_id);
         let found = self
-            .list_item_transfers(authorization, request, &group)
-            .await?;
+            .list_transfers(
+                authorization,
+                ListFilter::Group(&group),
+                request.send_by,
+                MAX_LIST_PAGES,
+                &format!("stripe lookup of transfer group {group}"),
+            )
+            .await?
+            .into_iter()
+            .filter(|t| t.belongs_to(&request.batch_id, &request.item_id))
+            .collect();
         Ok(pick_found(request, found))
     }
 
@@ -370,6 +382,33 @@ impl PaymentAdapter for StripeAdapter {
             return Err(unreadable(format!("answered transfer {:?}", transfer.id)));
         }
         transfer.state().map_err(unreadable)
+    }
+
+    /// `GET /v1/transfers?created[gte]=<since, in seconds>`, every page (at most
+    /// [`MAX_SINCE_PAGES`]), through the same paced, authenticated path as the lookups; the
+    /// item is the one the transfer's metadata names ([`METADATA_BATCH_ID`] and
+    /// [`METADATA_ITEM_ID`], both needed). Stripe's `created` is in whole seconds, so `since_ms`
+    /// is rounded down: a transfer up to a second older may be listed, never one missed. Any
+    /// failure is an error ([`lookup_failure`]), never a partial list.
+    async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
+        let authorization = self.authorization()?;
+        let since_secs = since_ms / 1000;
+        let listed = self
+            .list_transfers(
+                authorization,
+                ListFilter::CreatedSince(since_secs),
+                None,
+                MAX_SINCE_PAGES,
+                &format!("stripe listing of transfers since {since_secs}"),
+            )
+            .await?;
+        Ok(listed
+            .into_iter()
+            .map(|t| ListedTransfer {
+                item: t.item_reference(),
+                id: t.id,
+            })
+            .collect())
     }
 
     fn key_reuse_window(&self) -> Option<Duration> {

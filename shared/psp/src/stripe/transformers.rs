@@ -27,6 +27,7 @@ use payouts_core::ports::payment::{
     METADATA_BATCH_ID, METADATA_ITEM_ID, PaymentError, TransferRequest, TransferState,
     key_component,
 };
+use payouts_core::ports::webhook::ItemReference;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,7 +51,8 @@ const PLATFORM_CODES: &[&str] = &[
     "secret_key_required",
 ];
 
-const LIST_PAGE_LIMIT: &str = "100";
+/// Page size of `GET /v1/transfers` (Stripe's maximum).
+pub const LIST_PAGE_LIMIT: &str = "100";
 
 /// The `transfer_group` of an item's transfers, the same for every key generation: what
 /// reconciliation lists by.
@@ -77,12 +79,23 @@ pub fn transfer_form(request: &TransferRequest) -> String {
         .finish()
 }
 
-/// The query of `GET /v1/transfers` for one transfer group's page.
-pub(super) fn list_query(group: &str, starting_after: Option<&str>) -> String {
+/// What one listing of `GET /v1/transfers` selects.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ListFilter<'a> {
+    /// One item's transfer group (the lookup by reference).
+    Group(&'a str),
+    /// Every transfer created at or after this Unix second (`created[gte]`).
+    CreatedSince(u64),
+}
+
+/// The query of one page of `GET /v1/transfers` selecting `filter`, after `starting_after`.
+pub(super) fn list_query(filter: ListFilter<'_>, starting_after: Option<&str>) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("transfer_group", group)
-        .append_pair("limit", LIST_PAGE_LIMIT);
+    match filter {
+        ListFilter::Group(group) => query.append_pair("transfer_group", group),
+        ListFilter::CreatedSince(secs) => query.append_pair("created[gte]", &secs.to_string()),
+    };
+    query.append_pair("limit", LIST_PAGE_LIMIT);
     if let Some(after) = starting_after {
         query.append_pair("starting_after", after);
     }
@@ -122,6 +135,15 @@ impl Transfer {
                 .transfer_group
                 .as_deref()
                 .is_none_or(|group| group == transfer_group(batch_id, item_id))
+    }
+
+    /// The item its metadata names ([`METADATA_BATCH_ID`] and [`METADATA_ITEM_ID`], as
+    /// [`transfer_form`] sends them); `None` unless both are there.
+    pub fn item_reference(&self) -> Option<ItemReference> {
+        Some(ItemReference {
+            batch_id: self.metadata.get(METADATA_BATCH_ID)?.clone(),
+            item_id: self.metadata.get(METADATA_ITEM_ID)?.clone(),
+        })
     }
 
     /// What this transfer, as `GET /v1/transfers/{id}` answered it, says of the payment:
@@ -432,6 +454,34 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR,
             &missing
         ));
+    }
+
+    #[test]
+    fn lists_by_group_or_creation_time_and_reads_the_item_from_metadata() {
+        assert_eq!(
+            list_query(ListFilter::CreatedSince(1_700_000_000), Some("tr_9")),
+            "created%5Bgte%5D=1700000000&limit=100&starting_after=tr_9"
+        );
+        assert_eq!(
+            list_query(ListFilter::Group("payout:b:i"), None),
+            "transfer_group=payout%3Ab%3Ai&limit=100"
+        );
+        let ours = transfer(serde_json::json!({
+            "id": "tr_1", "metadata": {"batch_id": "b:1", "item_id": "i"}
+        }));
+        assert_eq!(
+            ours.item_reference(),
+            Some(ItemReference {
+                batch_id: "b:1".into(),
+                item_id: "i".into()
+            })
+        );
+        let half = transfer(serde_json::json!({"id": "tr_2", "metadata": {"batch_id": "b"}}));
+        assert_eq!(half.item_reference(), None);
+        assert_eq!(
+            transfer(serde_json::json!({"id": "tr_3"})).item_reference(),
+            None
+        );
     }
 
     #[test]
