@@ -2,6 +2,8 @@
 //! (`docs/design.md#reconciler`), its summary logged by the sweep and emitted as CloudWatch
 //! metrics in the Embedded Metric Format (one JSON line on stdout: no request, no start-up cost).
 
+use payouts_core::job::PayoutJob;
+use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::repository::StoreError;
 use payouts_core::reconciler::{Reconciler, SweepSummary};
 use serde_json::{Value, json};
@@ -55,4 +57,18 @@ pub fn metrics_line(summary: &SweepSummary, now_ms: u64) -> Value {
         "ReconcilerErrors": summary.errors,
         "OpenBatches": summary.open_batches,
     })
+}
+
+/// The queue of a deployment without `PAYOUT_JOBS_QUEUE_URL` (a local run): every resume is
+/// refused with what to do instead, so the sweep logs it and counts an error.
+pub struct NoQueue;
+
+#[async_trait::async_trait]
+impl JobQueue for NoQueue {
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
+        Err(EnqueueError(format!(
+            "PAYOUT_JOBS_QUEUE_URL is not set: enqueue batch {} with `payouts-ops enqueue`",
+            job.payload.batch_id
+        )))
+    }
 }

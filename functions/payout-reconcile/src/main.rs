@@ -2,9 +2,10 @@
 //! adapters and queue, and the handler. The only place that names concrete types.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use payout_reconcile::handle_schedule;
+use payout_reconcile::{NoQueue, handle_schedule};
 use payouts_config::{Env, ReconcileSettings};
 use payouts_core::clock::{Clock, SystemClock};
+use payouts_core::ports::queue::JobQueue;
 use payouts_core::reconciler::Reconciler;
 use payouts_psp::registry::registry_from_settings;
 use payouts_queue_sqs::SqsJobQueue;
@@ -23,14 +24,14 @@ async fn main() -> Result<(), Error> {
         &settings.payouts_table,
         &settings.user_settings_table,
     );
-    let queue = SqsJobQueue::new(
-        aws_sdk_sqs::Client::new(&aws),
-        settings.jobs_queue_url.clone(),
-    );
+    let queue: Arc<dyn JobQueue> = match settings.jobs_queue_url.clone() {
+        Some(url) => Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(&aws), url)),
+        None => Arc::new(NoQueue),
+    };
     let reconciler = Reconciler::new(
         Arc::new(store),
         adapters,
-        Arc::new(queue),
+        queue,
         Arc::new(SystemClock),
         settings.reconciler,
     );

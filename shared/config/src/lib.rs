@@ -102,8 +102,9 @@ pub struct ReconcileSettings {
     pub payouts_table: String,
     /// `USER_SETTINGS_TABLE` (a `pending_kyc` recipient verified since).
     pub user_settings_table: String,
-    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch nothing runs is resumed.
-    pub jobs_queue_url: String,
+    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch nothing runs is resumed. Unset (a local run):
+    /// the sweep logs the batch to resume instead.
+    pub jobs_queue_url: Option<String>,
     /// `RECONCILE_STUCK_AFTER_SECONDS` (default 3600).
     pub reconciler: ReconcilerConfig,
     pub psp: PspSettings,
@@ -119,7 +120,7 @@ impl ReconcileSettings {
         Ok(ReconcileSettings {
             payouts_table: env.required("PAYOUTS_TABLE")?,
             user_settings_table: env.required("USER_SETTINGS_TABLE")?,
-            jobs_queue_url: env.required("PAYOUT_JOBS_QUEUE_URL")?,
+            jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
             reconciler,
             psp: PspSettings::from_env(env)?,
         })
