@@ -410,3 +410,129 @@ async fn the_sweep_emits_its_summary_as_embedded_metrics() {
         "the batch's pending items, once: {line}"
     );
 }
+
+/// The webhook endpoint refuses every event (the PSP signs with a secret the deployment does not
+/// have): nothing settles through webhooks, and the sweep past the threshold still pays every
+/// item, its metric showing them.
+#[tokio::test]
+async fn with_every_webhook_refused_for_a_wrong_secret_the_sweep_still_pays_the_items() {
+    use http::{HeaderMap, HeaderValue, Method};
+    use payouts_psp::stripe::webhook::{signature_header, transfer_event_json};
+    let env = TestEnv::start().await;
+    let batch = items(3, "5.00");
+    env.seed_batch("b-wrong-secret", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(
+        SandboxPsp::new(Duration::ZERO).with_webhook_secrets(vec!["whsec_deployed".into()]),
+    );
+    let queue = Arc::new(RecordedQueue::default());
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-wrong-secret", None)
+        .await
+        .unwrap();
+    let app = psp_webhook::WebhookApp {
+        store: env.repository(),
+        adapters: PaymentAdapterRegistry::new().register(psp.clone()),
+        clock: Arc::new(env.clock.clone()),
+    };
+    for transfer in psp.transfers() {
+        let body = transfer_event_json(
+            &format!("evt_{}", transfer.id),
+            "transfer.created",
+            &transfer.id,
+            &ItemReference {
+                batch_id: transfer.batch_id.clone(),
+                item_id: transfer.item_id.clone(),
+            },
+            None,
+        );
+        let now = payouts_core::clock::now_ms() / 1000;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "stripe-signature",
+            HeaderValue::from_str(&signature_header(
+                "whsec_rotated_at_the_psp",
+                now,
+                body.as_bytes(),
+            ))
+            .unwrap(),
+        );
+        let answer = psp_webhook::handle_webhook(
+            &app,
+            &Method::POST,
+            "/webhooks/sandbox",
+            &headers,
+            body.as_bytes(),
+            now,
+        )
+        .await;
+        assert_eq!(answer.status.as_u16(), 400, "{}", answer.body);
+    }
+    for item in env.items("b-wrong-secret").await {
+        assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    }
+    env.clock.advance(HOUR + Duration::from_secs(1));
+    let sweep = reconciler(&env, &psp, &queue);
+    let summary = payout_reconcile::handle_schedule(&sweep, env.clock.now_ms())
+        .await
+        .unwrap();
+    let line = payout_reconcile::metrics_line(&summary, env.clock.now_ms());
+    assert_eq!(line["ItemsSettledBySweep"], 3, "{line}");
+    assert_eq!(line["StuckItems"], 0, "{line}");
+    for item in env.items("b-wrong-secret").await {
+        assert_eq!(item.status, ItemStatus::Paid, "{item:?}");
+    }
+}
+
+/// The sweep racing the webhooks of the same items, and a run of the same batch: each item is
+/// paid once, ends `paid` once, and the counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_racing_webhooks_and_a_run_never_pays_and_never_regresses_paid() {
+    let env = TestEnv::start().await;
+    let batch = items(20, "5.00");
+    env.seed_batch("b-race", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    let queue = Arc::new(RecordedQueue::default());
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-race", None)
+        .await
+        .unwrap();
+    env.clock.advance(HOUR + Duration::from_secs(1));
+    let sweep = reconciler(&env, &psp, &queue);
+    let store = env.repository();
+    let webhooks = async {
+        for transfer in psp.transfers() {
+            let event = PaymentEvent {
+                event_id: format!("evt_{}", transfer.id),
+                event_type: "transfer.created".into(),
+                kind: Some(PaymentEventKind::Paid),
+                provider_payout_id: Some(transfer.id.clone()),
+                reference: Some(ItemReference {
+                    batch_id: transfer.batch_id.clone(),
+                    item_id: transfer.item_id.clone(),
+                }),
+            };
+            apply_payment_event(store.as_ref(), &env.clock, "sandbox", &event)
+                .await
+                .unwrap();
+        }
+    };
+    let executor = env.executor(&psp, test_config());
+    let run = executor.execute_payout_batch("b-race", None);
+    let (swept, _, ran) = tokio::join!(sweep.sweep(), webhooks, run);
+    let swept = swept.unwrap();
+    assert_eq!(ran.unwrap().submitted, 0, "nothing left to pay");
+    assert_eq!(psp.transfers().len(), 20, "the sweep never pays");
+    for item in env.items("b-race").await {
+        assert_eq!(item.status, ItemStatus::Paid, "{item:?}");
+    }
+    let counts = env.store.batch_counts("b-race").await.unwrap().unwrap();
+    assert_eq!(
+        counts.count(ItemStatus::Paid),
+        20,
+        "{counts:?} after {swept:?}"
+    );
+    assert_eq!(counts.in_flight(), 0, "{counts:?}");
+}
