@@ -223,6 +223,34 @@ impl Intercept for RequestCounter {
     }
 }
 
+/// Records the jobs the code under test enqueues (continuations, the reconciler's resumes)
+/// instead of sending them to SQS; the test runs or inspects them.
+#[derive(Default)]
+pub struct RecordedQueue(Mutex<Vec<payouts_core::job::PayoutJob>>);
+
+impl RecordedQueue {
+    /// The jobs enqueued so far, in order.
+    pub fn jobs(&self) -> Vec<payouts_core::job::PayoutJob> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The jobs enqueued so far, forgotten here.
+    pub fn take(&self) -> Vec<payouts_core::job::PayoutJob> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl payouts_core::ports::queue::JobQueue for RecordedQueue {
+    async fn enqueue(
+        &self,
+        job: &payouts_core::job::PayoutJob,
+    ) -> Result<(), payouts_core::ports::queue::EnqueueError> {
+        self.0.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+}
+
 static TABLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TestEnv {

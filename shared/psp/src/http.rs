@@ -49,6 +49,23 @@ pub enum SendError {
     NoAnswer(String),
 }
 
+impl SendError {
+    /// This failure of a read (a lookup or a listing, which changes nothing at the PSP) as a
+    /// `PaymentError` with `context` in the reason: not sent stays [`PaymentError::NotSent`];
+    /// no answer is [`PaymentError::Transient`] (the read is simply asked again).
+    pub fn for_read(self, context: &str) -> PaymentError {
+        match self {
+            SendError::NotSent(reason) => PaymentError::NotSent {
+                reason: format!("{context}: {reason}"),
+            },
+            SendError::NoAnswer(reason) => PaymentError::Transient {
+                reason: format!("{context}: {reason}"),
+                retry_after: None,
+            },
+        }
+    }
+}
+
 /// One call to a PSP's API: what differs between PSPs is their headers and body encoding. The
 /// client adds `User-Agent` and `Accept: application/json`.
 pub struct PspCall<'a> {

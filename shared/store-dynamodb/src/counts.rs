@@ -330,32 +330,12 @@ impl DynamoDbRepository {
             .set_if_absent(attr::STARTED_AT, s(rfc3339_from_ms(now_ms)))
             .set(attr::OPEN_BATCH, s(batch_id))
             .build();
-        let result = self
-            .client()
-            .update_item()
-            .table_name(self.payouts_table())
-            .key(attr::PK, s(keys::batch_pk(batch_id)))
-            .key(attr::SK, s(keys::BATCH_SK))
-            .set_update_expression(parts.update)
-            .set_condition_expression(parts.condition)
-            .set_expression_attribute_names(parts.names)
-            .set_expression_attribute_values(parts.values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                counts.status = BatchStatus::Executing.as_str().to_owned();
-                Ok(counts)
-            }
+        if self.update_batch_record(batch_id, parts).await? {
+            counts.status = BatchStatus::Executing.as_str().to_owned();
+            Ok(counts)
+        } else {
             // Another run moved the batch first.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                self.counts_now(batch_id).await
-            }
-            Err(err) => Err(unavailable("UpdateItem", err)),
+            self.counts_now(batch_id).await
         }
     }
 
@@ -453,7 +433,23 @@ impl DynamoDbRepository {
             };
             Some(completion)
         };
-        let parts = expression.build();
+        // A failed guard: another writer moved the batch since it was read; its write stands.
+        if self
+            .update_batch_record(batch_id, expression.build())
+            .await?
+        {
+            Ok(completion)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A conditional UpdateItem of the batch record: `false` when its guard failed.
+    async fn update_batch_record(
+        &self,
+        batch_id: &str,
+        parts: crate::expression::ExpressionParts,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client()
             .update_item()
@@ -467,14 +463,13 @@ impl DynamoDbRepository {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(completion),
-            // Another writer moved the batch since it was read: its write stands.
+            Ok(_) => Ok(true),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(None)
+                Ok(false)
             }
             Err(err) => Err(unavailable("UpdateItem", err)),
         }

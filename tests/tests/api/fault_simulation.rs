@@ -16,15 +16,13 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method};
 use integration_tests::fakes::adyen::{self, FakeAdyen};
 use integration_tests::fakes::stripe::{FakeStripe, Fault};
-use integration_tests::{RequestCounter, TestEnv};
+use integration_tests::{RecordedQueue, RequestCounter, TestEnv};
 use payouts_core::clock::now_ms;
 use payouts_core::domain::ItemStatus;
 use payouts_core::executor::{Executor, ExecutorConfig};
-use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::{
     ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
-use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{
     ItemReference, VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
 };
@@ -342,18 +340,6 @@ struct Totals {
 
 /// The reconciler's threshold in the simulation (the clock is moved past it before a sweep).
 const SWEEP_THRESHOLD: Duration = Duration::from_secs(3600);
-
-/// Records the jobs a sweep enqueues; the simulation runs them.
-#[derive(Default)]
-struct SweepQueue(Mutex<Vec<PayoutJob>>);
-
-#[async_trait]
-impl JobQueue for SweepQueue {
-    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
-        self.0.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
 
 /// Whether a webhook delivery may die mid-request (the chaos rounds) or not (the final
 /// redelivery of every event).
@@ -1141,7 +1127,7 @@ impl Scenario {
     /// The reconciler past its threshold, until a sweep neither settles nor resumes anything:
     /// each sweep's jobs are run as the executor would run them.
     async fn sweep_until_quiet(&mut self) {
-        let queue = Arc::new(SweepQueue::default());
+        let queue = Arc::new(RecordedQueue::default());
         let reconciler = Reconciler::new(
             self.env.repository(),
             PaymentAdapterRegistry::new().register(self.adapter.clone()),
@@ -1161,7 +1147,7 @@ impl Scenario {
             if let Ok(summary) = &summary {
                 self.orphans_reported += summary.orphan_transfers;
             }
-            let jobs = std::mem::take(&mut *queue.0.lock().unwrap());
+            let jobs = queue.take();
             for job in &jobs {
                 let after = job.payload.resume_after.clone().unwrap_or_default();
                 let run = self

@@ -1,30 +1,17 @@
 //! The SQS handler: what happens to each message (done, retried, continued, dropped as poison),
 //! and bad input changing nothing.
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use integration_tests::RecordedQueue;
 use integration_tests::{TestEnv, items, test_config, verified_users};
 use payout_execute::{App, Disposition, handle_message, handle_sqs_event};
 use payouts_core::domain::ItemStatus;
 use payouts_core::executor::ExecutorConfig;
-use payouts_core::job::PayoutJob;
-use payouts_core::ports::queue::{EnqueueError, JobQueue};
+use payouts_core::ports::queue::JobQueue;
 use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Records continuation jobs instead of sending them to SQS.
-#[derive(Default)]
-struct RecordedQueue(Mutex<Vec<PayoutJob>>);
-
-#[async_trait]
-impl JobQueue for RecordedQueue {
-    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
-        self.0.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
 
 fn message(id: &str, body: Option<&str>) -> SqsMessage {
     let mut message = SqsMessage::default();
@@ -231,7 +218,7 @@ async fn a_batch_that_outlasts_the_invocation_is_continued_by_a_new_job() {
         "{summary:?}"
     );
     assert!(Instant::now() < deadline, "stopped before the deadline");
-    let enqueued = queue.0.lock().unwrap().clone();
+    let enqueued = queue.jobs();
     assert_eq!(enqueued.len(), 1);
     assert_eq!(enqueued[0].payload.batch_id, "b-long");
     assert_eq!(enqueued[0].job_id.as_deref(), Some("j-b-long"));

@@ -2,6 +2,7 @@
 //! identifiers that collide, records that cannot be used, items stranded by an old key. Each
 //! test is a regression test for one defect of the money-edges issue.
 
+use integration_tests::RecordedQueue;
 use integration_tests::fakes::stripe::FakeStripe;
 use integration_tests::{TestEnv, items, number, test_config, verified_users};
 use payout_execute::{App, Disposition, handle_message};
@@ -10,7 +11,6 @@ use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::{
     PaymentAdapter, PaymentError, TransferReceipt, TransferRequest,
 };
-use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
@@ -673,18 +673,6 @@ async fn an_event_settles_only_items_of_its_own_provider() {
     );
 }
 
-/// Records continuation jobs instead of sending them to SQS.
-#[derive(Default)]
-struct RecordedQueue(std::sync::Mutex<Vec<PayoutJob>>);
-
-#[async_trait::async_trait]
-impl JobQueue for RecordedQueue {
-    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
-        self.0.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
-
 /// A batch whose first items always fail, run in short invocations: continuations carry the
 /// cursor and leave failed items, so every item is reached, each failing item is tried once
 /// per job, and the chain ends.
@@ -728,7 +716,7 @@ async fn continuations_resume_where_the_run_stopped_and_never_loop_on_failed_ite
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1_100 + 400);
         match handle_message(&app, message, Some(deadline)).await {
             Disposition::Continued(_) => {
-                let next = queue.0.lock().unwrap().pop().expect("continuation job");
+                let next = queue.take().pop().expect("continuation job");
                 body = serde_json::to_string(&next).unwrap();
             }
             Disposition::Done(_) => break,

@@ -3,41 +3,21 @@
 //! answer, a lost job and a recipient verified late get their batch re-enqueued, and the sweep
 //! reads only open batches.
 
-use async_trait::async_trait;
-use integration_tests::{TestEnv, items, test_config, verified_users};
+use integration_tests::{RecordedQueue, TestEnv, items, test_config, verified_users};
 use payouts_core::clock::Clock;
 use payouts_core::domain::ItemStatus;
 use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::PaymentAdapter;
-use payouts_core::ports::queue::{EnqueueError, JobQueue};
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::reconciler::{Reconciler, ReconcilerConfig};
 use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_store_dynamodb::PayoutRepository;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Records the jobs the sweep enqueues instead of sending them to SQS.
-#[derive(Default)]
-struct RecordedQueue(Mutex<Vec<PayoutJob>>);
-
-#[async_trait]
-impl JobQueue for RecordedQueue {
-    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
-        self.0.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
-
-impl RecordedQueue {
-    fn take(&self) -> Vec<PayoutJob> {
-        std::mem::take(&mut self.0.lock().unwrap())
-    }
-}
 
 fn reconciler(env: &TestEnv, psp: &Arc<SandboxPsp>, queue: &Arc<RecordedQueue>) -> Reconciler {
     Reconciler::new(

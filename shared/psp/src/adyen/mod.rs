@@ -215,15 +215,10 @@ impl AdyenAdapter {
                 body: None,
                 idempotency_key: None,
             };
-            let answer =
-                self.send(api_key.clone(), call, send_by)
-                    .await
-                    .map_err(|err| match err {
-                        SendError::NotSent(reason) => PaymentError::NotSent {
-                            reason: format!("{context}: {reason}"),
-                        },
-                        SendError::NoAnswer(reason) => unreadable(reason),
-                    })?;
+            let answer = self
+                .send(api_key.clone(), call, send_by)
+                .await
+                .map_err(|err| err.for_read(context))?;
             if !answer.status.is_success() {
                 return Err(lookup_failure(context, self.error_from(&answer)));
             }
@@ -420,15 +415,7 @@ impl PaymentAdapter for AdyenAdapter {
         let answer = self
             .send(api_key, call, None)
             .await
-            .map_err(|err| match err {
-                SendError::NotSent(reason) => PaymentError::NotSent {
-                    reason: format!("{context}: {reason}"),
-                },
-                SendError::NoAnswer(reason) => PaymentError::Transient {
-                    reason: format!("{context}: {reason}"),
-                    retry_after: None,
-                },
-            })?;
+            .map_err(|err| err.for_read(&context))?;
         if !answer.status.is_success() {
             if is_missing_transfer(answer.status, &answer.body) {
                 return Ok(TransferState::NotFound);

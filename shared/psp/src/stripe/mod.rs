@@ -200,12 +200,7 @@ impl StripeAdapter {
             let answer = self
                 .send(authorization.clone(), call, send_by)
                 .await
-                .map_err(|err| match err {
-                    SendError::NotSent(reason) => PaymentError::NotSent {
-                        reason: format!("{context}: {reason}"),
-                    },
-                    SendError::NoAnswer(reason) => unreadable(reason),
-                })?;
+                .map_err(|err| err.for_read(context))?;
             if !answer.status.is_success() {
                 return Err(lookup_failure(context, self.error_from(&answer)));
             }
@@ -357,15 +352,7 @@ impl PaymentAdapter for StripeAdapter {
         let answer = self
             .send(authorization, call, None)
             .await
-            .map_err(|err| match err {
-                SendError::NotSent(reason) => PaymentError::NotSent {
-                    reason: format!("{context}: {reason}"),
-                },
-                SendError::NoAnswer(reason) => PaymentError::Transient {
-                    reason: format!("{context}: {reason}"),
-                    retry_after: None,
-                },
-            })?;
+            .map_err(|err| err.for_read(&context))?;
         if !answer.status.is_success() {
             if is_missing_transfer(answer.status, &answer.body) {
                 return Ok(TransferState::NotFound);
