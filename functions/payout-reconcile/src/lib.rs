@@ -30,7 +30,36 @@ pub async fn handle_schedule(
 ) -> Result<SweepSummary, StoreError> {
     let summary = reconciler.sweep().await?;
     println!("{}", metrics_line(&summary, now_ms));
+    for line in stuck_lines(&summary, now_ms) {
+        println!("{line}");
+    }
     Ok(summary)
+}
+
+/// `StuckItems` by item status and age band (`Status`, `AgeBand` dimensions besides `Function`):
+/// one Embedded Metric Format line per pair with stuck items (EMF gives a line one value per
+/// dimension).
+pub fn stuck_lines(summary: &SweepSummary, now_ms: u64) -> Vec<Value> {
+    summary
+        .stuck
+        .iter()
+        .map(|((status, band), count)| {
+            json!({
+                "_aws": {
+                    "Timestamp": now_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": METRICS_NAMESPACE,
+                        "Dimensions": [["Function", "Status", "AgeBand"]],
+                        "Metrics": [{"Name": "StuckItems", "Unit": "Count"}],
+                    }],
+                },
+                "Function": "payout-reconcile",
+                "Status": status.as_str(),
+                "AgeBand": band.as_str(),
+                "StuckItems": count,
+            })
+        })
+        .collect()
 }
 
 /// The sweep's summary as one Embedded Metric Format line (dimension: the function).

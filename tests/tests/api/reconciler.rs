@@ -385,6 +385,23 @@ async fn the_sweep_emits_its_summary_as_embedded_metrics() {
     }
     assert_eq!(line["BatchesReenqueued"], 1, "{line}");
     assert_eq!(line["OrphanTransfers"], 0, "{line}");
+    // And by status and age band: the batch's pending items, idle for an hour.
+    let by_band = payout_reconcile::stuck_lines(&summary, now);
+    assert_eq!(by_band.len(), 1, "{by_band:?}");
+    let band = &by_band[0];
+    assert_eq!(
+        band["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        serde_json::json!([["Function", "Status", "AgeBand"]])
+    );
+    assert_eq!(
+        (
+            band["Status"].as_str(),
+            band["AgeBand"].as_str(),
+            band["StuckItems"].as_u64()
+        ),
+        (Some("pending"), Some("under_6h"), Some(1)),
+        "{band}"
+    );
     assert_eq!(
         line["StuckItems"], 1,
         "the batch's pending items, once: {line}"
