@@ -467,6 +467,32 @@ fn functions_are_rust_on_al2023_arm64() {
 }
 
 #[test]
+fn operators_have_an_emergency_stop_and_the_public_endpoint_a_ceiling() {
+    let template = template();
+    let event = &props(&template, "PayoutExecuteFunction")["Events"]["PayoutJobs"]["Properties"];
+    assert_eq!(event["Enabled"], json!({"Ref": "PayoutExecutionEnabled"}));
+    assert_eq!(
+        template["Parameters"]["PayoutExecutionEnabled"]["AllowedValues"],
+        json!(["true", "false"])
+    );
+    assert_eq!(
+        props(&template, "PspWebhookFunction")["ReservedConcurrentExecutions"],
+        json!({"Ref": "WebhookReservedConcurrency"})
+    );
+    for function in [
+        "PayoutExecuteFunction",
+        "PspWebhookFunction",
+        "PayoutReconcileFunction",
+    ] {
+        assert_eq!(
+            props(&template, function)["LoggingConfig"]["SystemLogLevel"],
+            "INFO",
+            "{function}: the platform's REPORT lines (duration, memory, init) stay"
+        );
+    }
+}
+
+#[test]
 fn the_jobs_queue_outlives_the_function_and_redrives_to_the_dlq() {
     let template = template();
     let function = props(&template, "PayoutExecuteFunction");
