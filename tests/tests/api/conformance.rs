@@ -630,6 +630,21 @@ async fn lists_transfers_since(subject: &dyn Subject) {
         assert_eq!(pages, listed.len().div_ceil(2), "every page of 2 was read");
     }
 
+    // A transfer the PSP refused moved no money: it is not listed (it is nobody's orphan).
+    let mut expected_now = listed.len();
+    if subject.refuse(&ours[1].0).is_some() {
+        expected_now -= 1;
+        let relisted = adapter
+            .transfers_since(since.unwrap_or(0))
+            .await
+            .expect("listed");
+        assert!(
+            !relisted.iter().any(|t| t.id == ours[1].0),
+            "a refused transfer is not listed: {relisted:?}"
+        );
+        assert_eq!(relisted.len(), expected_now, "{relisted:?}");
+    }
+
     if subject.fail_list_request(2) {
         let failed = adapter.transfers_since(since.unwrap_or(0)).await;
         assert!(
@@ -642,7 +657,7 @@ async fn lists_transfers_since(subject: &dyn Subject) {
                 .await
                 .as_ref()
                 .map(Vec::len),
-            Ok(listed.len()),
+            Ok(expected_now),
             "the next listing is answered again"
         );
     }

@@ -250,8 +250,9 @@ pub trait PaymentAdapter: WebhookVerifier {
         })
     }
 
-    /// The transfers made from the platform since `since_ms` (epoch ms, inclusive), every page,
-    /// each with the item reference its metadata names, if any. The reconciler compares them
+    /// The transfers made from the platform since `since_ms` (epoch ms, inclusive) that moved
+    /// or may still move money (one the PSP refused is left out), every page, each with the
+    /// item reference its metadata names, if any. The reconciler compares them
     /// with the items to find orphans: a transfer no item records is a possible double payment
     /// or a lost record. Any doubt (a page missing) is an error. The default lists nothing it
     /// can vouch for, so it is an error.

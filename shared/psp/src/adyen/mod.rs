@@ -470,7 +470,14 @@ impl PaymentAdapter for AdyenAdapter {
             )
             .await?;
         let mut out = Vec::with_capacity(listed.len());
-        for transfer in listed {
+        // A transfer Adyen refused or failed moved no money: it can be nobody's orphan (an item
+        // refused at submission never records the transfer id of the refusal).
+        let moved_no_money = |t: &Transfer| {
+            t.status
+                .as_deref()
+                .is_some_and(|s| transformers::FAILED_STATUSES.contains(&s))
+        };
+        for transfer in listed.into_iter().filter(|t| !moved_no_money(t)) {
             let Some(id) = transfer.id.filter(|id| !id.is_empty()) else {
                 return Err(PaymentError::Transient {
                     reason: "adyen listing answered a transfer without an id".into(),
