@@ -11,8 +11,9 @@
 //!   payable: enqueues one job for the batch (a continuation from the start: it leaves `failed`
 //!   items, which only an operator's retry pays again).
 //!
-//! Then it lists every PSP's transfers made since the last sweep and reports those that name one
-//! of our items which does not record them (orphans: a possible double payment).
+//! Before the batches, it lists every PSP's transfers made since the last sweep; it reports those
+//! that name one of our items which does not record them (orphans: a possible double payment) as
+//! it reads the items, so each batch's items are read once per sweep.
 //!
 //! The sweep never pays and never moves an item itself except through settlement.
 
@@ -25,7 +26,7 @@ use crate::ports::repository::{PayoutRepository, StoreError};
 use crate::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use crate::registry::PaymentAdapterRegistry;
 use crate::settlement::{SettlementOutcome, apply_payment_event};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -35,6 +36,38 @@ pub const RECONCILER_EVENT_TYPE: &str = "reconciler.transfer_state";
 
 /// How far back the first orphan check lists (there is no previous check to start from).
 const FIRST_ORPHAN_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The new transfers naming one batch's items: item id → (transfer id, provider).
+type NamedTransfers = HashMap<String, Vec<(String, String)>>;
+
+/// The PSPs' transfers since the last orphan check, by the batch they name.
+struct NewTransfers {
+    /// Where the window ends (the sweep's start).
+    until: u64,
+    /// Whether every PSP listed the window in full and every named batch was read: only then
+    /// does the window move on.
+    listed_all: bool,
+    by_batch: BTreeMap<String, NamedTransfers>,
+}
+
+/// Reports each of `transfers` (naming `item`) that the item does not know as an orphan. An
+/// item `submitting` is left alone: an attempt may be recording the transfer.
+fn report_orphans(item: &PayoutItem, transfers: &[(String, String)], summary: &mut SweepSummary) {
+    if item.status == ItemStatus::Submitting {
+        return;
+    }
+    for (transfer_id, provider) in transfers {
+        if item.knows_transfer(transfer_id) {
+            continue;
+        }
+        error!(
+            batch_id = %item.batch_id, item_id = %item.item_id, provider, transfer_id,
+            recorded = ?item.provider_payout_id, status = %item.status,
+            "ORPHAN TRANSFER: the PSP made a transfer for this item that the item does not record (a possible double payment, or a lost record); investigate and recover"
+        );
+        summary.orphan_transfers += 1;
+    }
+}
 
 /// How the sweep decides what is stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +181,30 @@ impl Reconciler {
     /// one starts over); anything else is counted and logged, and the sweep goes on.
     pub async fn sweep(&self) -> Result<SweepSummary, StoreError> {
         let mut summary = SweepSummary::default();
+        // The PSPs' new transfers first, so each batch's items are read once per sweep: an open
+        // batch's pass checks the transfers naming its items; other batches are read after.
+        let mut new = match self.list_new_transfers(&mut summary).await {
+            Ok(new) => Some(new),
+            Err(err) => {
+                summary.errors += 1;
+                warn!(error = %err, "orphan check not started: storage error; the next sweep lists the same window again");
+                None
+            }
+        };
         let mut start = None;
         loop {
             let page = self.store.open_batches(start).await?;
             for batch_id in &page.batch_ids {
                 summary.open_batches += 1;
-                if let Err(err) = self.sweep_batch(batch_id, &mut summary).await {
+                let named = new
+                    .as_mut()
+                    .and_then(|new| new.by_batch.remove(batch_id))
+                    .unwrap_or_default();
+                if let Err(err) = self.sweep_batch(batch_id, named, &mut summary).await {
                     summary.errors += 1;
+                    if let Some(new) = new.as_mut() {
+                        new.listed_all = false;
+                    }
                     warn!(batch_id, error = %err, "batch not swept: storage error; the next sweep tries again");
                 }
             }
@@ -163,7 +213,9 @@ impl Reconciler {
                 None => break,
             }
         }
-        if let Err(err) = self.check_orphans(&mut summary).await {
+        if let Some(new) = new
+            && let Err(err) = self.finish_orphan_check(new, &mut summary).await
+        {
             summary.errors += 1;
             warn!(error = %err, "orphan check not finished: storage error; the next sweep lists the same window again");
         }
@@ -182,20 +234,24 @@ impl Reconciler {
         Ok(summary)
     }
 
-    /// The orphan check: every PSP's transfers created since the last check (less the
-    /// threshold, so a transfer whose attempt was still recording it is looked at again), read
-    /// against the items they name, batch by batch (one Query per page of each such batch).
-    /// An item that does not know the transfer, and is not `submitting` (an attempt may be
-    /// recording it), has an orphan. The window moves on only when every PSP listed it all.
-    async fn check_orphans(&self, summary: &mut SweepSummary) -> Result<(), StoreError> {
+    /// The orphan check's first half: every PSP's transfers created since the last check (less
+    /// the threshold, so a transfer whose attempt was still recording it is looked at again),
+    /// grouped by the batch and item they name.
+    async fn list_new_transfers(
+        &self,
+        summary: &mut SweepSummary,
+    ) -> Result<NewTransfers, StoreError> {
         let now = self.clock.now_ms();
         let overlap = self.config.stuck_after.as_millis() as u64;
         let since = match self.store.orphans_checked_until().await? {
             Some(until) => until.saturating_sub(overlap),
             None => now.saturating_sub(FIRST_ORPHAN_WINDOW.as_millis() as u64),
         };
-        let mut listed_all = true;
-        let mut by_batch: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+        let mut new = NewTransfers {
+            until: now,
+            listed_all: true,
+            by_batch: BTreeMap::new(),
+        };
         for provider in self.adapters.providers() {
             let Ok(adapter) = self.adapters.adapter_for(&provider) else {
                 continue;
@@ -204,52 +260,50 @@ impl Reconciler {
                 Ok(listed) => {
                     for transfer in listed {
                         if let Some(item) = transfer.item {
-                            by_batch.entry(item.batch_id).or_default().push((
-                                item.item_id,
-                                transfer.id,
-                                provider.clone(),
-                            ));
+                            new.by_batch
+                                .entry(item.batch_id)
+                                .or_default()
+                                .entry(item.item_id)
+                                .or_default()
+                                .push((transfer.id, provider.clone()));
                         }
                     }
                 }
                 Err(err) => {
-                    listed_all = false;
+                    new.listed_all = false;
                     summary.errors += 1;
                     warn!(provider, error = %err, "listing the PSP's transfers failed; the next sweep lists the same window again");
                 }
             }
         }
-        for (batch_id, transfers) in by_batch {
-            let mut items = BTreeMap::new();
+        Ok(new)
+    }
+
+    /// The orphan check's second half: the batches the new transfers name that were not open
+    /// (one Query per page of each), then the window moves on if every PSP listed it all and
+    /// every named batch was read.
+    async fn finish_orphan_check(
+        &self,
+        new: NewTransfers,
+        summary: &mut SweepSummary,
+    ) -> Result<(), StoreError> {
+        for (batch_id, named) in new.by_batch {
             let mut cursor = None;
             loop {
                 let page = self.store.query_items_page(&batch_id, cursor, None).await?;
                 for item in page.items.into_iter().flatten() {
-                    items.insert(item.item_id.clone(), item);
+                    if let Some(transfers) = named.get(&item.item_id) {
+                        report_orphans(&item, transfers, summary);
+                    }
                 }
                 match page.next {
                     Some(next) => cursor = Some(next),
                     None => break,
                 }
             }
-            for (item_id, transfer_id, provider) in transfers {
-                let Some(item) = items.get(&item_id) else {
-                    // Not one of ours (another deployment's batch, or one deleted since).
-                    continue;
-                };
-                if item.status == ItemStatus::Submitting || item.knows_transfer(&transfer_id) {
-                    continue;
-                }
-                error!(
-                    batch_id, item_id, provider, transfer_id,
-                    recorded = ?item.provider_payout_id, status = %item.status,
-                    "ORPHAN TRANSFER: the PSP made a transfer for this item that the item does not record (a possible double payment, or a lost record); investigate and recover"
-                );
-                summary.orphan_transfers += 1;
-            }
         }
-        if listed_all {
-            self.store.set_orphans_checked_until(now).await?;
+        if new.listed_all {
+            self.store.set_orphans_checked_until(new.until).await?;
         }
         Ok(())
     }
@@ -257,6 +311,7 @@ impl Reconciler {
     async fn sweep_batch(
         &self,
         batch_id: &str,
+        named: NamedTransfers,
         summary: &mut SweepSummary,
     ) -> Result<(), StoreError> {
         let Some(batch) = self.store.get_batch(batch_id).await? else {
@@ -274,6 +329,9 @@ impl Reconciler {
             let page = self.store.query_items_page(batch_id, cursor, None).await?;
             for item in page.items.into_iter().flatten() {
                 summary.items_read += 1;
+                if let Some(transfers) = named.get(&item.item_id) {
+                    report_orphans(&item, transfers, summary);
+                }
                 last_move = last_move.max(item.attempt.updated_ms.unwrap_or(0));
                 match item.status {
                     ItemStatus::Processing => {
