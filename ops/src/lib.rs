@@ -155,7 +155,9 @@ pub async fn batch_status(
     if list_items || !live_counts {
         let mut start = None;
         loop {
-            let page = store.query_items_page(batch_id, start, page_size).await?;
+            let page = store
+                .query_items_page(batch_id, start, None, page_size)
+                .await?;
             pages += 1;
             for item in page.items {
                 let item = match item {

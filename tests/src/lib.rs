@@ -223,20 +223,29 @@ impl Intercept for RequestCounter {
     }
 }
 
-/// Records the jobs the code under test enqueues (continuations, the reconciler's resumes)
-/// instead of sending them to SQS; the test runs or inspects them.
+/// Records the jobs the code under test enqueues (continuations, segments, the reconciler's
+/// resumes) and the redelivery delays it sets, instead of sending them to SQS; the test runs
+/// or inspects them.
 #[derive(Default)]
-pub struct RecordedQueue(Mutex<Vec<payouts_core::job::PayoutJob>>);
+pub struct RecordedQueue {
+    jobs: Mutex<Vec<payouts_core::job::PayoutJob>>,
+    delays: Mutex<Vec<(String, Duration)>>,
+}
 
 impl RecordedQueue {
     /// The jobs enqueued so far, in order.
     pub fn jobs(&self) -> Vec<payouts_core::job::PayoutJob> {
-        self.0.lock().unwrap().clone()
+        self.jobs.lock().unwrap().clone()
     }
 
     /// The jobs enqueued so far, forgotten here.
     pub fn take(&self) -> Vec<payouts_core::job::PayoutJob> {
-        std::mem::take(&mut self.0.lock().unwrap())
+        std::mem::take(&mut self.jobs.lock().unwrap())
+    }
+
+    /// The redelivery delays set so far: (receipt handle, delay), in order.
+    pub fn delays(&self) -> Vec<(String, Duration)> {
+        self.delays.lock().unwrap().clone()
     }
 }
 
@@ -245,8 +254,20 @@ impl payouts_core::ports::queue::JobQueue for RecordedQueue {
     async fn enqueue(
         &self,
         job: &payouts_core::job::PayoutJob,
-    ) -> Result<(), payouts_core::ports::queue::EnqueueError> {
-        self.0.lock().unwrap().push(job.clone());
+    ) -> Result<(), payouts_core::ports::queue::QueueError> {
+        self.jobs.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+
+    async fn redeliver_after(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), payouts_core::ports::queue::QueueError> {
+        self.delays
+            .lock()
+            .unwrap()
+            .push((receipt_handle.to_owned(), delay));
         Ok(())
     }
 }
@@ -533,7 +554,7 @@ impl TestEnv {
         loop {
             let page = self
                 .store
-                .query_items_page(batch_id, start, None)
+                .query_items_page(batch_id, start, None, None)
                 .await
                 .expect("Query");
             items.extend(page.items.into_iter().map(|i| i.expect("item decodes")));

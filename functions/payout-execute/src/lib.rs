@@ -5,9 +5,10 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
-use payouts_core::executor::{BatchSummary, Executor};
+use payouts_core::executor::{BatchSummary, ExecuteError, Executor, FanOut, RunPlan};
 use payouts_core::job::PayoutJob;
 use payouts_core::ports::queue::JobQueue;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -16,8 +17,73 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// Everything the handler needs, built once per Lambda instance.
 pub struct App {
     pub executor: Executor,
-    /// Where a batch that ran out of time is continued; `None` falls back to SQS's retry.
-    pub continuation: Option<Arc<dyn JobQueue>>,
+    /// The jobs queue: where a batch that ran out of time is continued, where a large batch's
+    /// segments go, and where a job to retry gets its backoff. `None` (a local run without a
+    /// queue): no fan-out, and SQS's own visibility timeout times retries.
+    pub queue: Option<Arc<dyn JobQueue>>,
+    /// When a whole-batch job is split into segments (off without a queue).
+    pub fan_out: FanOut,
+    /// How long a job to retry waits before it is received again.
+    pub retry: RetryBackoff,
+}
+
+impl App {
+    /// An app with the default backoff; fan-out is off until [`App::with_fan_out`].
+    pub fn new(executor: Executor, queue: Option<Arc<dyn JobQueue>>) -> Self {
+        App {
+            executor,
+            queue,
+            fan_out: FanOut::OFF,
+            retry: RetryBackoff::default(),
+        }
+    }
+
+    /// Fans large batches out as `fan_out` says (only with a queue to send the segments to).
+    pub fn with_fan_out(mut self, fan_out: FanOut) -> Self {
+        self.fan_out = fan_out;
+        self
+    }
+}
+
+/// The wait before a job that must be retried is received again: exponential in the message's
+/// receive count, capped, with "equal jitter" (between half and all of the step, so jobs that
+/// failed together do not return together), and never shorter than a PSP's `Retry-After`.
+/// The queue's `maxReceiveCount` bounds the attempts; the DLQ catches what never succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    /// The step after the first receive.
+    pub first: Duration,
+    /// No step is longer.
+    pub cap: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff {
+            first: Duration::from_secs(5),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// The wait after receive number `receive_count` (1 for the first) of the message
+    /// `message_id`, at least `at_least`.
+    pub fn delay(
+        &self,
+        receive_count: u32,
+        message_id: &str,
+        at_least: Option<Duration>,
+    ) -> Duration {
+        let doublings = receive_count.saturating_sub(1).min(20);
+        let step = self.first.saturating_mul(1 << doublings).min(self.cap);
+        // Jitter from the message and attempt: spread like a random draw, and repeatable.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (message_id, receive_count).hash(&mut hasher);
+        let fraction = (hasher.finish() % 1_000) as f64 / 1_000.0;
+        let jittered = step / 2 + step.mul_f64(fraction / 2.0);
+        jittered.max(at_least.unwrap_or_default())
+    }
 }
 
 /// What becomes of one SQS record.
@@ -27,7 +93,9 @@ pub enum Disposition {
     Done(Option<BatchSummary>),
     /// Ran out of time; a continuation job was enqueued, so this message is deleted.
     Continued(BatchSummary),
-    /// Something retryable happened: SQS redelivers after the visibility timeout.
+    /// A large batch was split: this many segment jobs were enqueued, so this message is deleted.
+    FannedOut(usize),
+    /// Something retryable happened: SQS redelivers after the backoff ([`RetryBackoff`]).
     Retry(String),
     /// The message can never succeed (malformed, unknown type, unknown batch, unpayable batch):
     /// logged with its reason and deleted, never retried.
@@ -61,49 +129,139 @@ pub async fn handle_sqs_event(
     response
 }
 
-/// Runs one message and decides its fate.
+/// Runs one message and decides its fate. A message to retry is given its backoff here.
 pub async fn handle_message(
     app: &App,
     message: SqsMessage,
     deadline: Option<Instant>,
 ) -> Disposition {
+    let (disposition, retry_after) = run_message(app, &message, deadline).await;
+    if let Disposition::Retry(reason) = &disposition {
+        delay_redelivery(app, &message, retry_after, reason).await;
+    }
+    disposition
+}
+
+/// Sets when a message to retry is received again; on failure the queue's visibility timeout
+/// applies, which is slower but loses nothing.
+async fn delay_redelivery(
+    app: &App,
+    message: &SqsMessage,
+    retry_after: Option<Duration>,
+    reason: &str,
+) {
+    let (Some(queue), Some(receipt_handle)) = (&app.queue, &message.receipt_handle) else {
+        return;
+    };
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let message_id = message.message_id.as_deref().unwrap_or_default();
+    let delay = app.retry.delay(receive_count, message_id, retry_after);
+    match queue.redeliver_after(receipt_handle, delay).await {
+        Ok(()) => info!(
+            receive_count,
+            retry_in_ms = delay.as_millis() as u64,
+            psp_retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+            %reason,
+            "job to be retried: redelivered after its backoff"
+        ),
+        Err(err) => {
+            warn!(error = %err, receive_count, "backoff not set; the queue's visibility timeout applies")
+        }
+    }
+}
+
+/// Runs one message: its disposition, and the PSP's `Retry-After` when it asked for one.
+async fn run_message(
+    app: &App,
+    message: &SqsMessage,
+    deadline: Option<Instant>,
+) -> (Disposition, Option<Duration>) {
     let job = match PayoutJob::parse(message.body.as_deref()) {
         Ok(job) => job,
         Err(err) => {
             let body = message.body.as_deref().unwrap_or("");
             let excerpt: String = body.chars().take(512).collect();
             error!(reason = %err, body = %excerpt, "poison message dropped: it can never be executed");
-            return Disposition::Poison(err.to_string());
+            return (Disposition::Poison(err.to_string()), None);
         }
     };
     let batch_id = job.payload.batch_id.clone();
-    let span =
-        info_span!("batch", batch_id = %batch_id, job_id = job.job_id.as_deref().unwrap_or(""));
+    let segment = job.payload.segment.as_ref();
+    let span = info_span!(
+        "batch",
+        batch_id = %batch_id,
+        job_id = job.job_id.as_deref().unwrap_or(""),
+        segment_after = segment.map(|s| s.after.as_str()),
+        segment_through = segment.and_then(|s| s.through.as_deref()),
+    );
     async {
-        let run = match &job.payload.resume_after {
-            None => app.executor.execute_payout_batch(&batch_id, deadline).await,
-            Some(after) => {
-                info!(resume_after = %after, "continuation: resuming after the last item started");
-                app.executor
-                    .continue_payout_batch(&batch_id, after, deadline)
-                    .await
-            }
-        };
-        let summary = match run {
+        if let Some(after) = &job.payload.resume_after {
+            info!(resume_after = %after, "continuation: resuming after the last item started");
+        }
+        if let Some(disposition) = fan_out(app, &job).await {
+            return (disposition, None);
+        }
+        let summary = match app.executor.run_job(&job, deadline).await {
             Ok(summary) => summary,
-            Err(err) if err.is_retryable() => {
-                warn!(error = %err, "batch run failed; SQS will redeliver");
-                return Disposition::Retry(err.to_string());
-            }
-            Err(err) => {
-                error!(error = %err, "poison message dropped: the batch cannot be executed as it stands");
-                return Disposition::Poison(err.to_string());
-            }
+            Err(err) => return (refused_run(err), None),
         };
-        dispose_of_run(app, &job, summary).await
+        let retry_after = summary.retry_after_ms.map(Duration::from_millis);
+        (dispose_of_run(app, &job, summary).await, retry_after)
     }
     .instrument(span)
     .await
+}
+
+/// A run that could not start: retried (store trouble, items in flight) or poison.
+fn refused_run(err: ExecuteError) -> Disposition {
+    if err.is_retryable() {
+        warn!(error = %err, "batch run failed; SQS will redeliver");
+        Disposition::Retry(err.to_string())
+    } else {
+        error!(error = %err, "poison message dropped: the batch cannot be executed as it stands");
+        Disposition::Poison(err.to_string())
+    }
+}
+
+/// A whole-batch job's first run: when the batch is large, sends one job per segment and
+/// returns `FannedOut`; `None` when the job runs as it is (small batch, a segment or a
+/// continuation already, no queue). Sending twice (a redelivered plan) only repeats reads:
+/// each item is still paid once.
+async fn fan_out(app: &App, job: &PayoutJob) -> Option<Disposition> {
+    let queue = app.queue.as_ref()?;
+    if job.payload.segment.is_some() || job.payload.resume_after.is_some() {
+        return None;
+    }
+    let segments = match app
+        .executor
+        .plan_run(&job.payload.batch_id, app.fan_out)
+        .await
+    {
+        Ok(RunPlan::Whole) => return None,
+        Ok(RunPlan::Segments(segments)) => segments,
+        Err(err) => return Some(refused_run(err)),
+    };
+    let jobs: Vec<PayoutJob> = segments
+        .into_iter()
+        .map(|segment| PayoutJob::segment(job, segment))
+        .collect();
+    Some(match queue.enqueue_all(&jobs).await {
+        Ok(()) => {
+            info!(
+                segments = jobs.len(),
+                "batch fanned out: one job per segment enqueued"
+            );
+            Disposition::FannedOut(jobs.len())
+        }
+        Err(err) => {
+            warn!(error = %err, "segment jobs not all enqueued; SQS will redeliver the job, which plans again");
+            Disposition::Retry(err.to_string())
+        }
+    })
 }
 
 /// After a run: done; continued by a job that resumes where this run stopped (out of time and
@@ -118,7 +276,7 @@ async fn dispose_of_run(app: &App, job: &PayoutJob, summary: BatchSummary) -> Di
     if summary.stopped_for_time() && !progressed {
         warn!("out of time without moving any item forward: not continued; SQS redelivers the job");
     }
-    let continuation = app.continuation.as_ref();
+    let continuation = app.queue.as_ref();
     if let Some(queue) = continuation.filter(|_| summary.stopped_for_time() && progressed) {
         let next = PayoutJob::continuation(job, summary.resume_after.clone());
         match queue.enqueue(&next).await {

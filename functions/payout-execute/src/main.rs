@@ -25,18 +25,16 @@ async fn main() -> Result<(), Error> {
         &settings.payouts_table,
         &settings.user_settings_table,
     );
-    let continuation = settings.jobs_queue_url.clone().map(|url| {
+    let queue = settings.jobs_queue_url.clone().map(|url| {
         Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn JobQueue>
     });
-    let app = App {
-        executor: Executor::new(
-            Arc::new(store),
-            adapters,
-            settings.executor.clone(),
-            Arc::new(SystemClock),
-        ),
-        continuation,
-    };
+    let executor = Executor::new(
+        Arc::new(store),
+        adapters,
+        settings.executor.clone(),
+        Arc::new(SystemClock),
+    );
+    let app = App::new(executor, queue).with_fan_out(settings.fan_out);
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline);

@@ -3,7 +3,7 @@
 //! metrics in the Embedded Metric Format (one JSON line on stdout: no request, no start-up cost).
 
 use payouts_core::job::PayoutJob;
-use payouts_core::ports::queue::{EnqueueError, JobQueue};
+use payouts_core::ports::queue::{JobQueue, QueueError};
 use payouts_core::ports::repository::StoreError;
 use payouts_core::reconciler::{Reconciler, SweepSummary};
 use serde_json::{Value, json};
@@ -94,10 +94,18 @@ pub struct NoQueue;
 
 #[async_trait::async_trait]
 impl JobQueue for NoQueue {
-    async fn enqueue(&self, job: &PayoutJob) -> Result<(), EnqueueError> {
-        Err(EnqueueError(format!(
+    async fn enqueue(&self, job: &PayoutJob) -> Result<(), QueueError> {
+        Err(QueueError::enqueue(format!(
             "PAYOUT_JOBS_QUEUE_URL is not set: enqueue batch {} with `payouts-ops enqueue`",
             job.payload.batch_id
         )))
+    }
+
+    async fn redeliver_after(
+        &self,
+        _receipt_handle: &str,
+        _delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        Err(QueueError::delay("PAYOUT_JOBS_QUEUE_URL is not set"))
     }
 }

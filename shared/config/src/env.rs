@@ -79,6 +79,8 @@ impl Env {
         let expected = match (range.start(), range.end()) {
             (1, 1024) => "an integer from 1 to 1024",
             (1, 1000) => "an integer from 1 to 1000",
+            (1, 10_000) => "an integer from 1 to 10000",
+            (1, 1_000_000) => "an integer from 1 to 1000000",
             _ => "an integer in the documented range",
         };
         self.parsed(name, expected, |v| {

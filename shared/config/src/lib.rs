@@ -9,10 +9,10 @@ mod psp;
 mod secret;
 
 pub use env::Env;
-pub use psp::{AdyenSettings, PspSettings, SandboxSettings, StripeSettings};
+pub use psp::{AdyenSettings, PspSettings, RequestBudget, SandboxSettings, StripeSettings};
 pub use secret::Secret;
 
-use payouts_core::executor::ExecutorConfig;
+use payouts_core::executor::{ExecutorConfig, FanOut};
 use payouts_core::reconciler::ReconcilerConfig;
 
 /// A setting in the environment that cannot be used. The function refuses to start.
@@ -41,11 +41,18 @@ pub struct ExecuteSettings {
     pub user_settings_table: String,
     /// `PAYOUT_CONCURRENCY`, `PAYOUT_LEASE_SECONDS`, `PAYOUT_PSP_TIMEOUT_SECONDS`.
     pub executor: ExecutorConfig,
-    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch that runs out of time is continued; unset falls
-    /// back to SQS's redelivery.
+    /// `PAYOUT_JOBS_QUEUE_URL`: where a batch that runs out of time is continued and a large
+    /// one's segments go; unset falls back to SQS's redelivery, without fan-out.
     pub jobs_queue_url: Option<String>,
+    /// `PAYOUT_MAX_INSTANCES` (the most segments, off when unset) and
+    /// `PAYOUT_MIN_SEGMENT_ITEMS` (default 200).
+    pub fan_out: FanOut,
     pub psp: PspSettings,
 }
+
+/// Items below which a segment is not worth its own job: about 5 requests of fixed reads and
+/// writes per segment stay under 0.03 per item.
+const DEFAULT_MIN_SEGMENT_ITEMS: u32 = 200;
 
 impl ExecuteSettings {
     /// Reads and checks every setting of `payout-execute`.
@@ -55,6 +62,7 @@ impl ExecuteSettings {
             user_settings_table: env.required("USER_SETTINGS_TABLE")?,
             executor: executor_config(env)?,
             jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
+            fan_out: fan_out(env)?,
             psp: PspSettings::from_env(env)?,
         }
         .checked()
@@ -127,6 +135,20 @@ impl ReconcileSettings {
     }
 }
 
+/// Segments per batch: one per executor instance the event source may run at once.
+fn fan_out(env: &Env) -> Result<FanOut, ConfigError> {
+    let min_segment_items = env
+        .integer("PAYOUT_MIN_SEGMENT_ITEMS", 1..=1_000_000)?
+        .unwrap_or(DEFAULT_MIN_SEGMENT_ITEMS);
+    let Some(instances) = env.integer("PAYOUT_MAX_INSTANCES", 1..=1000)? else {
+        return Ok(FanOut::OFF);
+    };
+    Ok(FanOut {
+        max_segments: u64::from(instances),
+        min_segment_items: u64::from(min_segment_items),
+    })
+}
+
 /// The executor's settings, defaults kept for unset ones; the lease must outlive a PSP call.
 fn executor_config(env: &Env) -> Result<ExecutorConfig, ConfigError> {
     let mut config = ExecutorConfig::default();
@@ -177,6 +199,40 @@ mod tests {
     }
 
     #[test]
+    fn instances_and_the_reconciler_never_exceed_the_budget_together() {
+        for instances in [1_u32, 2, 3, 7, 10, 99, 1000] {
+            for budget in [1_u32, 3, 10, 25, 100, 10_000] {
+                let settings = execute(&[
+                    ("STRIPE_SECRET_KEY", "sk_test_x"),
+                    ("PAYOUT_MAX_INSTANCES", &instances.to_string()),
+                    ("STRIPE_REQUEST_BUDGET", &budget.to_string()),
+                ])
+                .unwrap();
+                let stripe = settings.psp.stripe.unwrap().budget;
+                assert_eq!(
+                    stripe.shares,
+                    instances + 1,
+                    "one share is the reconciler's"
+                );
+                // Starts of one process in one second, at most: every pace interval, from 0.
+                let per_process = 1_000_000_000 / stripe.pace_interval().as_nanos() as u64;
+                assert!(
+                    per_process * u64::from(stripe.shares) <= u64::from(budget),
+                    "{instances} instances at {budget}/s: {per_process}/s each"
+                );
+                assert_eq!(settings.fan_out.max_segments, u64::from(instances));
+            }
+        }
+        let local = execute(&[("STRIPE_SECRET_KEY", "sk_test_x")]).unwrap();
+        assert_eq!(
+            local.fan_out,
+            FanOut::OFF,
+            "no fan-out without instances to fan out to"
+        );
+        assert_eq!(local.psp.stripe.unwrap().budget, RequestBudget::alone(25));
+    }
+
+    #[test]
     fn every_invalid_value_is_an_error_naming_the_variable() {
         for (name, value) in [
             ("PAYOUT_CONCURRENCY", "0"),
@@ -185,7 +241,9 @@ mod tests {
             ("PAYOUT_PSP_TIMEOUT_SECONDS", "abc"),
             ("SANDBOX_PSP_ENABLED", "yes please"),
             ("SANDBOX_PSP_LATENCY_MS", "abc"),
-            ("STRIPE_MAX_REQUESTS_PER_SECOND", "0"),
+            ("STRIPE_REQUEST_BUDGET", "0"),
+            ("PAYOUT_MAX_INSTANCES", "0"),
+            ("PAYOUT_MIN_SEGMENT_ITEMS", "few"),
             ("STRIPE_TIMEOUT_SECONDS", "forever"),
         ] {
             let mut pairs = vec![(name, value)];
@@ -278,7 +336,7 @@ mod tests {
             ("ADYEN_HMAC_KEY", "not-hex-at-all"),
             ("ADYEN_HMAC_KEY", "abc"),
             ("ADYEN_HMAC_KEY", "0a1b,zz"),
-            ("ADYEN_MAX_REQUESTS_PER_SECOND", "0"),
+            ("ADYEN_REQUEST_BUDGET", "0"),
             ("ADYEN_TIMEOUT_SECONDS", "forever"),
             ("ADYEN_RECONCILE_SETTLE_SECONDS", "-3"),
             ("ADYEN_TIMEOUT_SECONDS", "20"),

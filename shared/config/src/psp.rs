@@ -4,6 +4,50 @@
 use crate::{ConfigError, Env, Secret};
 use std::time::Duration;
 
+/// A PSP account's request budget, and how many processes share it. Every process that calls
+/// the PSP (each `payout-execute` instance the SQS event source may run, and the one
+/// `payout-reconcile`) paces its requests at `per_second ÷ shares`, so together they never
+/// exceed the account's limit, whatever runs at once (`docs/design.md#fan-out-and-the-rate-budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBudget {
+    /// The account's limit in requests per second, across every process
+    /// (`STRIPE_REQUEST_BUDGET`, `ADYEN_REQUEST_BUDGET`).
+    pub per_second: u32,
+    /// The processes that may call the PSP at once: `PAYOUT_MAX_INSTANCES + 1` (the reconciler)
+    /// where the template sets it, 1 in a local run.
+    pub shares: u32,
+}
+
+impl RequestBudget {
+    /// A budget one process has to itself (a local run, a test).
+    pub fn alone(per_second: u32) -> Self {
+        RequestBudget {
+            per_second,
+            shares: 1,
+        }
+    }
+
+    /// The least time between two request starts of one process: `shares ÷ per_second`
+    /// seconds, rounded up to the nanosecond so the sum of the shares never exceeds the budget.
+    pub fn pace_interval(&self) -> Duration {
+        let nanos = u64::from(self.shares.max(1)) * 1_000_000_000;
+        Duration::from_nanos(nanos.div_ceil(u64::from(self.per_second.max(1))))
+    }
+
+    /// The requests per second one process may start.
+    pub fn per_process(&self) -> f64 {
+        f64::from(self.per_second) / f64::from(self.shares.max(1))
+    }
+}
+
+/// How many processes share each PSP's budget: `PAYOUT_MAX_INSTANCES` (the template sets it to
+/// the event source's `MaximumConcurrency`) executor instances plus the reconciler; 1 when unset.
+fn budget_shares(env: &Env) -> Result<u32, ConfigError> {
+    Ok(env
+        .integer("PAYOUT_MAX_INSTANCES", 1..=1000)?
+        .map_or(1, |instances| instances + 1))
+}
+
 /// The settings of every PSP this deployment may pay through; `None` = not enabled here.
 #[derive(Debug, Clone, Default)]
 pub struct PspSettings {
@@ -53,8 +97,8 @@ pub struct StripeSettings {
     pub secret_key: Option<Secret>,
     /// `STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation.
     pub webhook_secrets: Vec<Secret>,
-    /// `STRIPE_MAX_REQUESTS_PER_SECOND`: request starts per second, for this process.
-    pub max_requests_per_second: u32,
+    /// `STRIPE_REQUEST_BUDGET` (the account's requests per second) and its shares.
+    pub budget: RequestBudget,
     /// `STRIPE_TIMEOUT_SECONDS`: bound on one HTTP exchange.
     pub request_timeout: Duration,
     /// `STRIPE_RECONCILE_SETTLE_SECONDS`: wait after the last call under a key before a lookup
@@ -64,8 +108,8 @@ pub struct StripeSettings {
 
 impl StripeSettings {
     pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
-    /// Under test mode's ~25/s per endpoint (live allows ~100/s).
-    pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 20;
+    /// Stripe's test-mode limit (live mode allows about 100/s: set it there).
+    pub const DEFAULT_REQUEST_BUDGET: u32 = 25;
     /// Under the executor's default PSP timeout, so the adapter's own classification is what
     /// the executor sees.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +122,7 @@ impl StripeSettings {
             api_base: Self::DEFAULT_API_BASE.to_owned(),
             secret_key: (!secret_key.is_empty()).then(|| Secret::from(secret_key)),
             webhook_secrets: Vec::new(),
-            max_requests_per_second: Self::DEFAULT_MAX_REQUESTS_PER_SECOND,
+            budget: RequestBudget::alone(Self::DEFAULT_REQUEST_BUDGET),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             settle_delay: Self::DEFAULT_SETTLE_DELAY,
         }
@@ -96,9 +140,12 @@ impl StripeSettings {
         if let Some(base) = env.value("STRIPE_API_BASE") {
             settings.api_base = base;
         }
-        if let Some(rate) = env.integer("STRIPE_MAX_REQUESTS_PER_SECOND", 1..=1000)? {
-            settings.max_requests_per_second = rate;
-        }
+        settings.budget = RequestBudget {
+            per_second: env
+                .integer("STRIPE_REQUEST_BUDGET", 1..=10_000)?
+                .unwrap_or(Self::DEFAULT_REQUEST_BUDGET),
+            shares: budget_shares(env)?,
+        };
         settings.request_timeout = env
             .seconds("STRIPE_TIMEOUT_SECONDS")?
             .unwrap_or(settings.request_timeout);
@@ -125,8 +172,8 @@ pub struct AdyenSettings {
     /// `ADYEN_BALANCE_ACCOUNT_ID`: the platform's balance account payouts are made from; required
     /// with `ADYEN_API_KEY`. In the webhook function it narrows events to that account's side.
     pub balance_account_id: Option<String>,
-    /// `ADYEN_MAX_REQUESTS_PER_SECOND`: request starts per second, for this process.
-    pub max_requests_per_second: u32,
+    /// `ADYEN_REQUEST_BUDGET` (the account's requests per second) and its shares.
+    pub budget: RequestBudget,
     /// `ADYEN_TIMEOUT_SECONDS`: bound on one HTTP exchange.
     pub request_timeout: Duration,
     /// `ADYEN_RECONCILE_SETTLE_SECONDS`: wait after the last call under a key before a lookup by
@@ -137,9 +184,9 @@ pub struct AdyenSettings {
 impl AdyenSettings {
     /// Adyen's Balance Platform test environment (`/btl/v4/...` is appended per call).
     pub const DEFAULT_API_BASE: &str = "https://balanceplatform-api-test.adyen.com";
-    /// A conservative pace: Adyen publishes no fixed per-endpoint rate for the Transfers API and
-    /// answers 429 when exceeded, which pauses the adapter.
-    pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 10;
+    /// A conservative budget: Adyen publishes no fixed per-endpoint rate for the Transfers API
+    /// and answers 429 when exceeded, which pauses the adapter.
+    pub const DEFAULT_REQUEST_BUDGET: u32 = 10;
     /// Under the executor's default PSP timeout (15 s), so the adapter's own classification is
     /// what the executor sees.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,7 +202,7 @@ impl AdyenSettings {
             hmac_keys: Vec::new(),
             balance_account_id: (!balance_account_id.is_empty())
                 .then(|| balance_account_id.to_owned()),
-            max_requests_per_second: Self::DEFAULT_MAX_REQUESTS_PER_SECOND,
+            budget: RequestBudget::alone(Self::DEFAULT_REQUEST_BUDGET),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             settle_delay: Self::DEFAULT_SETTLE_DELAY,
         }
@@ -188,9 +235,12 @@ impl AdyenSettings {
         if let Some(base) = env.value("ADYEN_API_BASE") {
             settings.api_base = base;
         }
-        if let Some(rate) = env.integer("ADYEN_MAX_REQUESTS_PER_SECOND", 1..=1000)? {
-            settings.max_requests_per_second = rate;
-        }
+        settings.budget = RequestBudget {
+            per_second: env
+                .integer("ADYEN_REQUEST_BUDGET", 1..=10_000)?
+                .unwrap_or(Self::DEFAULT_REQUEST_BUDGET),
+            shares: budget_shares(env)?,
+        };
         settings.request_timeout = env
             .seconds("ADYEN_TIMEOUT_SECONDS")?
             .unwrap_or(settings.request_timeout);

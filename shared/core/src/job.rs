@@ -15,11 +15,16 @@ pub struct PayoutJob {
     pub job_id: Option<String>,
 }
 
-/// The job's payload: which batch to pay, and for a continuation where to resume.
+/// The job's payload: which batch to pay, which of its items (a segment of a fanned-out batch),
+/// and for a continuation where to resume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutJobPayload {
     #[serde(rename = "batchId")]
     pub batch_id: String,
+    /// Set on a segment's jobs: the items this job pays. Without it the job covers the whole
+    /// batch, and its first run may fan the batch out into segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<ItemRange>,
     /// Set on continuations only: the run resumes after this item (in item order), and leaves
     /// `failed` items, which the job's first run already tried.
     #[serde(
@@ -28,6 +33,46 @@ pub struct PayoutJobPayload {
         skip_serializing_if = "Option::is_none"
     )]
     pub resume_after: Option<String>,
+}
+
+/// A contiguous range of a batch's item ids, in the store's order: one segment of a batch that
+/// is paid by several invocations at once (`docs/design.md#fan-out-and-the-rate-budget`). The
+/// segments of one plan partition the whole key space, so every item, even one written after
+/// planning, belongs to exactly one segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRange {
+    /// The range starts after this item id (empty: at the batch's first item).
+    #[serde(default)]
+    pub after: String,
+    /// The range's last item id, inclusive; `None`: through the batch's last item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+}
+
+impl ItemRange {
+    /// Consecutive ranges split at `boundaries` (each the last item id of its range, ascending):
+    /// `n` boundaries give `n + 1` ranges that cover every item id once.
+    pub fn split_at(boundaries: &[String]) -> Vec<ItemRange> {
+        let mut ranges = Vec::with_capacity(boundaries.len() + 1);
+        let mut after = String::new();
+        for boundary in boundaries {
+            ranges.push(ItemRange {
+                after: std::mem::replace(&mut after, boundary.clone()),
+                through: Some(boundary.clone()),
+            });
+        }
+        ranges.push(ItemRange {
+            after,
+            through: None,
+        });
+        ranges
+    }
+
+    /// Whether `item_id` falls in this range.
+    pub fn contains(&self, item_id: &str) -> bool {
+        (self.after.is_empty() || item_id > self.after.as_str())
+            && self.through.as_deref().is_none_or(|last| item_id <= last)
+    }
 }
 
 /// Why a message body is a poison message: retrying it can never succeed.
@@ -45,6 +90,8 @@ pub enum JobError {
     BadBatchId(String),
     #[error("resumeAfter is empty or not an item id: {0:?}")]
     BadResumeAfter(String),
+    #[error("segment is not an item range (ids, `after` below `through`): {0:?}")]
+    BadSegment(ItemRange),
 }
 
 impl PayoutJob {
@@ -54,15 +101,25 @@ impl PayoutJob {
             job_type: PAYOUT_EXECUTE.to_owned(),
             payload: PayoutJobPayload {
                 batch_id: batch_id.to_owned(),
+                segment: None,
                 resume_after: None,
             },
             job_id,
         }
     }
 
-    /// The continuation of `job`, resuming after `resume_after` (`None`: from the start).
+    /// The job for one segment of `job`'s batch, as a fan-out sends it.
+    pub fn segment(job: &PayoutJob, segment: ItemRange) -> Self {
+        let mut next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+        next.payload.segment = Some(segment);
+        next
+    }
+
+    /// The continuation of `job` (in its segment, if it has one), resuming after
+    /// `resume_after` (`None`: from the start).
     pub fn continuation(job: &PayoutJob, resume_after: Option<String>) -> Self {
         let mut next = PayoutJob::for_batch(&job.payload.batch_id, job.job_id.clone());
+        next.payload.segment = job.payload.segment.clone();
         // A continuation always carries a cursor, so it is told apart from a fresh job.
         next.payload.resume_after = Some(resume_after.unwrap_or_default());
         next
@@ -91,6 +148,19 @@ impl PayoutJob {
                 || !after.bytes().all(|b| b.is_ascii_graphic()))
         {
             return Err(JobError::BadResumeAfter(after.clone()));
+        }
+        if let Some(segment) = &job.payload.segment {
+            let plain_id = |id: &str| {
+                id.len() <= crate::domain::MAX_ITEM_ID_LEN
+                    && id.bytes().all(|b| b.is_ascii_graphic())
+            };
+            let valid = plain_id(&segment.after)
+                && segment.through.as_deref().is_none_or(|last| {
+                    !last.is_empty() && plain_id(last) && last > segment.after.as_str()
+                });
+            if !valid {
+                return Err(JobError::BadSegment(segment.clone()));
+            }
         }
         Ok(job)
     }
@@ -145,6 +215,12 @@ mod tests {
             )),
             Err(JobError::BadResumeAfter(_))
         ));
+        assert!(matches!(
+            PayoutJob::parse(Some(
+                r#"{"type":"payout.execute","payload":{"batchId":"b","segment":{"after":"k","through":"c"}}}"#
+            )),
+            Err(JobError::BadSegment(_))
+        ));
         let continued = PayoutJob::continuation(&PayoutJob::for_batch("b", None), None);
         let body = serde_json::to_string(&continued).unwrap();
         assert_eq!(
@@ -152,5 +228,27 @@ mod tests {
             Some(String::new()),
             "a continuation from the start still says it is one: {body}"
         );
+    }
+
+    #[test]
+    fn segments_split_at_boundaries_cover_every_id_once() {
+        let boundaries = ["item-03".to_owned(), "item-06".to_owned()];
+        let ranges = ItemRange::split_at(&boundaries);
+        assert_eq!(ranges.len(), 3);
+        let ids = [
+            "item-01", "item-03", "item-04", "item-06", "item-07", "item-99", "z",
+        ];
+        for id in ids {
+            let holders = ranges.iter().filter(|r| r.contains(id)).count();
+            assert_eq!(holders, 1, "{id} is in {holders} segments: {ranges:?}");
+        }
+        assert!(ranges[0].contains("item-03") && ranges[1].contains("item-04"));
+        assert_eq!(ItemRange::split_at(&[]), vec![ItemRange::default()]);
+        let segment = PayoutJob::segment(&PayoutJob::for_batch("b", None), ranges[1].clone());
+        let continued = PayoutJob::continuation(&segment, Some("item-05".into()));
+        let body = serde_json::to_string(&continued).unwrap();
+        let parsed = PayoutJob::parse(Some(&body)).unwrap();
+        assert_eq!(parsed.payload.segment, Some(ranges[1].clone()), "{body}");
+        assert_eq!(parsed.payload.resume_after.as_deref(), Some("item-05"));
     }
 }

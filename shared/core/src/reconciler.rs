@@ -290,7 +290,10 @@ impl Reconciler {
         for (batch_id, named) in new.by_batch {
             let mut cursor = None;
             loop {
-                let page = self.store.query_items_page(&batch_id, cursor, None).await?;
+                let page = self
+                    .store
+                    .query_items_page(&batch_id, cursor, None, None)
+                    .await?;
                 for item in page.items.into_iter().flatten() {
                     if let Some(transfers) = named.get(&item.item_id) {
                         report_orphans(&item, transfers, summary);
@@ -326,7 +329,10 @@ impl Reconciler {
         let mut kyc = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.store.query_items_page(batch_id, cursor, None).await?;
+            let page = self
+                .store
+                .query_items_page(batch_id, cursor, None, None)
+                .await?;
             for item in page.items.into_iter().flatten() {
                 summary.items_read += 1;
                 if let Some(transfers) = named.get(&item.item_id) {

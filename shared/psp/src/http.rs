@@ -33,8 +33,9 @@ pub struct HttpClientSettings {
     pub base_url_setting: &'static str,
     /// Bound on one exchange: connect, send, and the whole answer.
     pub request_timeout: Duration,
-    /// Request starts per second for this client (one pacer per adapter).
-    pub max_requests_per_second: u32,
+    /// The least time between two request starts of this client (one pacer per adapter): the
+    /// process's share of the account's budget.
+    pub pace: Duration,
 }
 
 /// Why no complete answer arrived.
@@ -139,7 +140,7 @@ impl PspHttpClient {
         Ok(PspHttpClient {
             base_url,
             request_timeout: settings.request_timeout,
-            limiter: RateLimiter::per_second(settings.max_requests_per_second),
+            limiter: RateLimiter::every(settings.pace),
             client,
         })
     }
@@ -345,7 +346,7 @@ mod tests {
             base_url: base_url.into(),
             base_url_setting: "PSP_API_BASE",
             request_timeout: Duration::from_secs(1),
-            max_requests_per_second: 10,
+            pace: Duration::from_millis(100),
         }
     }
 

@@ -36,8 +36,13 @@ struct Slots {
 impl RateLimiter {
     /// A limiter allowing `per_second` request starts per second (at least 1).
     pub fn per_second(per_second: u32) -> Self {
+        Self::every(Duration::from_secs(1) / per_second.max(1))
+    }
+
+    /// A limiter starting requests at least `interval` apart.
+    pub fn every(interval: Duration) -> Self {
         RateLimiter {
-            interval: Duration::from_secs(1) / per_second.max(1),
+            interval,
             slots: Mutex::new(Slots {
                 next_start: Instant::now(),
                 freed: BTreeSet::new(),

@@ -199,6 +199,16 @@ impl Expression {
         self
     }
 
+    /// `attribute BETWEEN low AND high` (both inclusive): a key condition over a sort-key range.
+    pub fn require_between(mut self, attribute: &str, low: &str, high: &str) -> Self {
+        let name = self.name(attribute);
+        let low = self.value(AttributeValue::S(low.into()));
+        let high = self.value(AttributeValue::S(high.into()));
+        self.conditions
+            .push(format!("{name} BETWEEN {low} AND {high}"));
+        self
+    }
+
     /// Reads `attribute` only (a projection expression).
     pub fn project(mut self, attribute: &str) -> Self {
         let name = self.name(attribute);

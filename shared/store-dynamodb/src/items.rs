@@ -72,12 +72,16 @@ impl DynamoDbRepository {
         &self,
         batch_id: &str,
         start: Option<PageCursor>,
+        through: Option<&str>,
         limit: Option<i32>,
     ) -> Result<ItemPage, StoreError> {
-        let key = Expression::new()
-            .require_equal(attr::PK, s(keys::batch_pk(batch_id)))
-            .require_prefix(attr::SK, keys::ITEM_SK_PREFIX)
-            .build();
+        let key = Expression::new().require_equal(attr::PK, s(keys::batch_pk(batch_id)));
+        let key = match through {
+            // `ITEM#` sorts below every item's key, so the range holds items only.
+            Some(last) => key.require_between(attr::SK, keys::ITEMS_START, &keys::item_sk(last)),
+            None => key.require_prefix(attr::SK, keys::ITEM_SK_PREFIX),
+        }
+        .build();
         let start_key = start.map(|cursor| {
             HashMap::from([
                 (attr::PK.to_owned(), s(keys::batch_pk(batch_id))),
@@ -112,6 +116,51 @@ impl DynamoDbRepository {
                 after_item_id: item_id.to_owned(),
             });
         Ok(ItemPage { items, next })
+    }
+
+    /// Pages through the batch's item keys only (a projection: the pages cost the same reads
+    /// but send back a fraction of the bytes) and keeps every `every`-th id.
+    pub(crate) async fn read_item_id_sample(
+        &self,
+        batch_id: &str,
+        every: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let every = every.max(1);
+        let key = Expression::new()
+            .require_equal(attr::PK, s(keys::batch_pk(batch_id)))
+            .require_prefix(attr::SK, keys::ITEM_SK_PREFIX)
+            .project(attr::SK)
+            .build();
+        let mut sample = Vec::new();
+        let mut seen = 0_u64;
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.payouts_table())
+                .set_key_condition_expression(key.condition.clone())
+                .set_projection_expression(key.projection.clone())
+                .set_expression_attribute_names(key.names.clone())
+                .set_expression_attribute_values(key.values.clone())
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for record in out.items.unwrap_or_default() {
+                seen += 1;
+                if seen.is_multiple_of(every)
+                    && let Some(item_id) = get_s(&record, attr::SK).and_then(keys::item_id_of)
+                {
+                    sample.push(item_id.to_owned());
+                }
+            }
+            match out.last_evaluated_key {
+                Some(last) => start_key = Some(last),
+                None => return Ok(sample),
+            }
+        }
     }
 
     pub(crate) async fn read_payout_methods(

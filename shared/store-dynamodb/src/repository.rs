@@ -31,9 +31,14 @@ impl PayoutRepository for DynamoDbRepository {
         &self,
         batch_id: &str,
         start: Option<PageCursor>,
+        through: Option<&str>,
         limit: Option<i32>,
     ) -> Result<ItemPage, StoreError> {
-        self.read_items_page(batch_id, start, limit).await
+        self.read_items_page(batch_id, start, through, limit).await
+    }
+
+    async fn sample_item_ids(&self, batch_id: &str, every: u64) -> Result<Vec<String>, StoreError> {
+        self.read_item_id_sample(batch_id, every).await
     }
 
     async fn get_payout_methods(

@@ -213,7 +213,7 @@ impl FakeAdyen {
         let mut config = AdyenSettings::new(FAKE_API_KEY, FAKE_BALANCE_ACCOUNT);
         config.api_base = self.base_url();
         config.hmac_keys = vec![Secret::from(FAKE_HMAC_KEY)];
-        config.max_requests_per_second = 1_000;
+        config.budget = payouts_config::RequestBudget::alone(1_000);
         config.request_timeout = Duration::from_secs(3);
         config.settle_delay = Duration::from_millis(200);
         config

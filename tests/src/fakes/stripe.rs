@@ -196,7 +196,7 @@ impl FakeStripe {
     pub fn config(&self) -> StripeSettings {
         let mut config = StripeSettings::new(FAKE_SECRET_KEY);
         config.api_base = self.base_url();
-        config.max_requests_per_second = 1_000;
+        config.budget = payouts_config::RequestBudget::alone(1_000);
         config.request_timeout = Duration::from_secs(3);
         config.settle_delay = Duration::from_millis(200);
         config

@@ -32,10 +32,10 @@ fn app(
     config: ExecutorConfig,
     queue: Option<Arc<RecordedQueue>>,
 ) -> App {
-    App {
-        executor: env.executor(psp, config),
-        continuation: queue.map(|q| q as Arc<dyn JobQueue>),
-    }
+    App::new(
+        env.executor(psp, config),
+        queue.map(|q| q as Arc<dyn JobQueue>),
+    )
 }
 
 #[tokio::test]
@@ -224,16 +224,16 @@ async fn a_batch_that_outlasts_the_invocation_is_continued_by_a_new_job() {
     assert_eq!(enqueued[0].job_id.as_deref(), Some("j-b-long"));
 
     // The continuation finishes the batch; nothing is paid twice.
-    let fast = App {
-        executor: env.executor(
+    let fast = App::new(
+        env.executor(
             &psp,
             ExecutorConfig {
                 concurrency: 8,
                 ..test_config()
             },
         ),
-        continuation: None,
-    };
+        None,
+    );
     let body = serde_json::to_string(&enqueued[0]).unwrap();
     let rest = handle_message(&fast, message("m2", Some(&body)), None).await;
     let Disposition::Done(Some(rest)) = rest else {

@@ -6,6 +6,7 @@ mod adyen;
 mod batch_counts;
 mod conformance;
 mod executor;
+mod fan_out;
 mod fault_simulation;
 mod lambda_handler;
 mod money_edges;

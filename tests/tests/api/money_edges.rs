@@ -139,10 +139,7 @@ async fn an_amount_beyond_28_significant_digits_is_refused_not_rounded() {
 async fn currency_codes_are_normalised_and_non_currencies_refused_up_front() {
     let env = TestEnv::start().await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
-    let app = App {
-        executor: env.executor(&psp, test_config()),
-        continuation: None,
-    };
+    let app = App::new(env.executor(&psp, test_config()), None);
     let batch = vec![item("item-1", "user-1", "5.00")];
     env.seed_users(&verified_users(&batch)).await;
     env.seed_batch("b-lower", "sandbox", "usd", &batch).await;
@@ -346,10 +343,7 @@ async fn an_interrupted_item_whose_amount_became_unusable_stays_retryable() {
     )
     .await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
-    let app = App {
-        executor: env.executor(&psp, test_config()),
-        continuation: None,
-    };
+    let app = App::new(env.executor(&psp, test_config()), None);
     let disposition = handle_message(&app, job_message("b-edited"), None).await;
     assert!(
         matches!(disposition, Disposition::Retry(_)),
@@ -592,16 +586,16 @@ async fn a_platform_refusal_pauses_the_batch_instead_of_failing_every_item() {
         );
     }
     let adapter = Arc::new(StripeAdapter::new(fake.config()).expect("adapter"));
-    let app = App {
-        executor: env.executor_with(
+    let app = App::new(
+        env.executor_with(
             adapter,
             payouts_core::executor::ExecutorConfig {
                 concurrency: 1,
                 ..test_config()
             },
         ),
-        continuation: None,
-    };
+        None,
+    );
     let paused = handle_message(&app, job_message("b-no-funds"), None).await;
     assert!(matches!(paused, Disposition::Retry(_)), "{paused:?}");
     assert_eq!(fake.requests().iter().filter(|r| r.is_create()).count(), 1);
@@ -701,10 +695,7 @@ async fn continuations_resume_where_the_run_stopped_and_never_loop_on_failed_ite
         psp_timeout: Duration::from_millis(100),
         ..test_config()
     };
-    let app = App {
-        executor: env.executor(&psp, config),
-        continuation: Some(queue.clone()),
-    };
+    let app = App::new(env.executor(&psp, config), Some(queue.clone()));
     let mut body =
         serde_json::to_string(&PayoutJob::for_batch("b-loop", Some("j-1".into()))).unwrap();
     let mut runs = 0;
@@ -948,10 +939,7 @@ async fn a_batch_turned_unpayable_with_an_item_in_flight_is_retried_not_dropped(
         .await;
     env.seed_users(&verified_users(&batch)).await;
     let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
-    let app = App {
-        executor: env.executor(&psp, test_config()),
-        continuation: None,
-    };
+    let app = App::new(env.executor(&psp, test_config()), None);
     // item-00001 was claimed by an attempt that died: submitting, lease run out.
     env.set_item_attributes(
         "b-poison-late",

@@ -20,7 +20,7 @@ async fn a_queue_for_rate_slots_longer_than_the_psp_timeout_is_not_an_unknown_ou
     env.seed_users(&verified_users(&batch)).await;
     let fake = FakeStripe::start().await;
     let mut settings = fake.config();
-    settings.max_requests_per_second = 5; // 12 starts take 2.2 s
+    settings.budget = payouts_config::RequestBudget::alone(5); // 12 starts take 2.2 s
     settings.request_timeout = Duration::from_millis(800);
     let adapter = Arc::new(StripeAdapter::new(settings).expect("adapter"));
     let config = ExecutorConfig {

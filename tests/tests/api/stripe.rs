@@ -370,7 +370,7 @@ async fn the_limiter_holds_the_configured_rate_under_concurrency() {
         "b-stripe-rate",
         "USD",
         &batch,
-        |c| c.max_requests_per_second = RATE,
+        |c| c.budget = payouts_config::RequestBudget::alone(RATE),
         cfg,
     )
     .await;

@@ -392,7 +392,13 @@ impl Executor {
             Err(retryable) => {
                 warn!(attempt = claim.attempt, error = %retryable, "PSP call did not complete; lease released, the item will be retried with the same key");
                 self.store.release(claim, CurrentKey::Settled, now).await?;
-                Ok(ItemOutcome::Retryable)
+                Ok(match retryable {
+                    PaymentError::Transient {
+                        retry_after: Some(wait),
+                        ..
+                    } => ItemOutcome::RetryAfter(wait),
+                    _ => ItemOutcome::Retryable,
+                })
             }
         }
     }

@@ -10,6 +10,7 @@ pub use summary::BatchSummary;
 
 use crate::clock::Clock;
 use crate::domain::{PayoutBatch, PayoutItem, PayoutMethod};
+use crate::job::{ItemRange, PayoutJob};
 use crate::money::Currency;
 use crate::ports::payment::PaymentAdapter;
 use crate::ports::repository::{PageCursor, PayoutRepository, StoreError};
@@ -109,11 +110,69 @@ impl ExecuteError {
     }
 }
 
-/// Where a run starts.
-enum RunStart {
-    Beginning,
-    /// A continuation: after this item (empty: the first).
-    After(String),
+/// Which items a run reads and what it does with `failed` ones: a job's first run over the
+/// whole batch or one segment, or a continuation resuming at its cursor.
+#[derive(Debug, Clone)]
+struct RunScope {
+    /// Reading starts after this item (`None`: at the first).
+    after: Option<String>,
+    /// The last item read (inclusive; `None`: the batch's last).
+    through: Option<String>,
+    failed_items: FailedItems,
+}
+
+impl RunScope {
+    fn of_job(job: &PayoutJob) -> Self {
+        let segment = job.payload.segment.clone().unwrap_or_default();
+        match &job.payload.resume_after {
+            Some(cursor) => RunScope {
+                after: Some(cursor.clone()),
+                through: segment.through,
+                failed_items: FailedItems::Leave,
+            },
+            None => RunScope {
+                after: (!segment.after.is_empty()).then_some(segment.after),
+                through: segment.through,
+                failed_items: FailedItems::Retry,
+            },
+        }
+    }
+}
+
+/// How a whole-batch job is run: by itself, or fanned out into segment jobs that several
+/// invocations run at once (`docs/design.md#fan-out-and-the-rate-budget`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunPlan {
+    /// Small enough for one invocation, or fan-out is off: run the job as it is.
+    Whole,
+    /// Send one job per segment and let them pay the batch.
+    Segments(Vec<ItemRange>),
+}
+
+/// When a batch is fanned out, and into how many segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// The most segments one batch gets: the executor instances that may run at once, since
+    /// more segments than instances only queue.
+    pub max_segments: u64,
+    /// No segment holds fewer items: below it, a segment's fixed reads and job cost more than
+    /// running those items in an instance already started.
+    pub min_segment_items: u64,
+}
+
+impl FanOut {
+    /// No fan-out: every job runs its batch in one invocation at a time.
+    pub const OFF: FanOut = FanOut {
+        max_segments: 1,
+        min_segment_items: u64::MAX,
+    };
+
+    /// How many items each segment of a batch of `total` items holds; `None` when the batch
+    /// runs whole.
+    pub fn segment_items(&self, total: u64) -> Option<u64> {
+        let segments = self.max_segments.min(total / self.min_segment_items.max(1));
+        (segments >= 2).then(|| total.div_ceil(segments))
+    }
 }
 
 /// What a run does with items that are `failed` when read.
@@ -130,7 +189,7 @@ struct Reading<'a> {
     batch: &'a PayoutBatch,
     currency: Currency,
     adapter: &'a dyn PaymentAdapter,
-    start: &'a RunStart,
+    scope: &'a RunScope,
     resume: &'a ResumePoint,
 }
 
@@ -246,7 +305,7 @@ impl Executor {
         batch_id: &str,
         deadline: Option<Instant>,
     ) -> Result<BatchSummary, ExecuteError> {
-        self.run_batch(batch_id, RunStart::Beginning, deadline)
+        self.run_job(&PayoutJob::for_batch(batch_id, None), deadline)
             .await
     }
 
@@ -259,16 +318,61 @@ impl Executor {
         resume_after: &str,
         deadline: Option<Instant>,
     ) -> Result<BatchSummary, ExecuteError> {
-        self.run_batch(batch_id, RunStart::After(resume_after.to_owned()), deadline)
+        let job = PayoutJob::continuation(
+            &PayoutJob::for_batch(batch_id, None),
+            Some(resume_after.to_owned()),
+        );
+        self.run_job(&job, deadline).await
+    }
+
+    /// Runs one job: the whole batch, one segment of it, or a continuation of either (which
+    /// resumes at its cursor and stops at its segment's end).
+    pub async fn run_job(
+        &self,
+        job: &PayoutJob,
+        deadline: Option<Instant>,
+    ) -> Result<BatchSummary, ExecuteError> {
+        self.run_batch(&job.payload.batch_id, RunScope::of_job(job), deadline)
             .await
     }
 
-    async fn run_batch(
+    /// Decides how a whole-batch job runs: checks that the batch can be paid (the same refusals
+    /// as a run), starts its run (the first one counts its items), and when it is large enough
+    /// for `fan_out`, splits it into segments of about equal size (a keys-only read).
+    pub async fn plan_run(&self, batch_id: &str, fan_out: FanOut) -> Result<RunPlan, ExecuteError> {
+        if fan_out.max_segments < 2 {
+            return Ok(RunPlan::Whole);
+        }
+        self.payable_batch(batch_id).await?;
+        let counts = self
+            .store
+            .start_batch_run(batch_id, true, self.now_ms())
+            .await?;
+        let Some(every) = counts.total.and_then(|total| fan_out.segment_items(total)) else {
+            return Ok(RunPlan::Whole);
+        };
+        let mut boundaries = self.store.sample_item_ids(batch_id, every).await?;
+        // The last sampled id would end the last segment: that one stays open-ended instead.
+        boundaries.truncate(fan_out.max_segments.saturating_sub(1) as usize);
+        if boundaries.is_empty() {
+            return Ok(RunPlan::Whole);
+        }
+        let segments = ItemRange::split_at(&boundaries);
+        info!(
+            batch_id,
+            segments = segments.len(),
+            items_per_segment = every,
+            "batch fanned out into segments"
+        );
+        Ok(RunPlan::Segments(segments))
+    }
+
+    /// The batch, its adapter and currency; or why it cannot be paid (kept for retry while
+    /// items of it are in flight).
+    async fn payable_batch(
         &self,
         batch_id: &str,
-        start: RunStart,
-        deadline: Option<Instant>,
-    ) -> Result<BatchSummary, ExecuteError> {
+    ) -> Result<(PayoutBatch, Arc<dyn PaymentAdapter>, Currency), ExecuteError> {
         let batch = self
             .store
             .get_batch(batch_id)
@@ -286,13 +390,22 @@ impl Executor {
                     })?;
                 Ok((adapter, currency))
             });
-        let (adapter, currency) = match payable {
-            Ok(payable) => payable,
-            Err(unpayable) => return Err(self.keep_if_in_flight(batch_id, unpayable).await?),
-        };
+        match payable {
+            Ok((adapter, currency)) => Ok((batch, adapter, currency)),
+            Err(unpayable) => Err(self.keep_if_in_flight(batch_id, unpayable).await?),
+        }
+    }
+
+    async fn run_batch(
+        &self,
+        batch_id: &str,
+        scope: RunScope,
+        deadline: Option<Instant>,
+    ) -> Result<BatchSummary, ExecuteError> {
+        let (batch, adapter, currency) = self.payable_batch(batch_id).await?;
         // The batch's lifecycle and the baseline of its counts: `pending` → `executing` (the
         // item total is recorded once), or re-opened when this run retries settled items.
-        let retry_settled = matches!(start, RunStart::Beginning);
+        let retry_settled = scope.failed_items == FailedItems::Retry;
         self.store
             .start_batch_run(batch_id, retry_settled, self.now_ms())
             .await?;
@@ -307,7 +420,7 @@ impl Executor {
             batch: &batch,
             currency,
             adapter: adapter.as_ref(),
-            start: &start,
+            scope: &scope,
             resume: &resume,
         };
         let read = self.read_items(reading, work_tx, read_by);
@@ -369,7 +482,7 @@ impl Executor {
         loop {
             let page = self
                 .store
-                .query_items_page(batch_id, cursor.take(), self.config.page_size)
+                .query_items_page(batch_id, cursor.take(), None, self.config.page_size)
                 .await?;
             in_flight += page
                 .items
@@ -404,27 +517,19 @@ impl Executor {
             batch,
             currency,
             adapter,
-            start,
+            scope,
             resume,
         }: Reading<'_>,
         work_tx: mpsc::Sender<ItemWork>,
         read_by: Option<Instant>,
     ) -> BatchSummary {
         let mut summary = BatchSummary::default();
-        let failed_items = match start {
-            RunStart::Beginning => FailedItems::Retry,
-            RunStart::After(_) => FailedItems::Leave,
-        };
-        let mut last_read = match start {
-            RunStart::Beginning => String::new(),
-            RunStart::After(item_id) => item_id.clone(),
-        };
-        let mut cursor = match start {
-            RunStart::Beginning => None,
-            RunStart::After(item_id) => Some(PageCursor {
-                after_item_id: item_id.clone(),
-            }),
-        };
+        let failed_items = scope.failed_items;
+        let mut last_read = scope.after.clone().unwrap_or_default();
+        let mut cursor = scope
+            .after
+            .clone()
+            .map(|after_item_id| PageCursor { after_item_id });
         let mut index = 0_u64;
         loop {
             if read_by.is_some_and(|t| Instant::now() >= t) {
@@ -434,7 +539,12 @@ impl Executor {
             }
             let page = match self
                 .store
-                .query_items_page(&batch.batch_id, cursor.take(), self.config.page_size)
+                .query_items_page(
+                    &batch.batch_id,
+                    cursor.take(),
+                    scope.through.as_deref(),
+                    self.config.page_size,
+                )
                 .await
             {
                 Ok(page) => page,

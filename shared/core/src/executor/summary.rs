@@ -40,6 +40,10 @@ pub struct BatchSummary {
     /// `failed` item or re-reading an unchanged one is not progress. A continuation is only
     /// worth sending when this is non-zero.
     pub moved: u64,
+    /// The longest wait a PSP asked for (`Retry-After` on a rate limit) among the retryable
+    /// items, in milliseconds: the job is not redelivered sooner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
     /// Where a continuation resumes: after this item (empty: from the start). Set when the run
     /// stopped before every item was started.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +65,8 @@ pub(crate) enum ItemOutcome {
     PendingKyc(Movement),
     Failed(Movement),
     Retryable,
+    /// Retryable, and the PSP said when: not before this wait.
+    RetryAfter(std::time::Duration),
     Invalid,
     InFlight,
     Deferred,
@@ -102,6 +108,7 @@ impl BatchSummary {
         self.double_payments += other.double_payments;
         self.halted += other.halted;
         self.moved += other.moved;
+        self.retry_after_ms = self.retry_after_ms.max(other.retry_after_ms);
     }
 
     pub(crate) fn count(&mut self, outcome: ItemOutcome) {
@@ -120,6 +127,11 @@ impl BatchSummary {
             ItemOutcome::PendingKyc(_) => &mut self.pending_kyc,
             ItemOutcome::Failed(_) => &mut self.failed,
             ItemOutcome::Retryable => &mut self.retryable,
+            ItemOutcome::RetryAfter(wait) => {
+                let wait_ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
+                self.retry_after_ms = self.retry_after_ms.max(Some(wait_ms));
+                &mut self.retryable
+            }
             ItemOutcome::Invalid => &mut self.invalid,
             ItemOutcome::InFlight => &mut self.in_flight,
             ItemOutcome::Deferred => &mut self.deferred,

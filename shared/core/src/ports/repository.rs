@@ -178,14 +178,20 @@ pub trait PayoutRepository: Send + Sync {
         item_id: &str,
     ) -> Result<Option<PayoutItem>, StoreError>;
 
-    /// One page of the batch's items (strongly consistent), starting after `start`.
-    /// `limit` caps the page size; `None` lets the store fill its largest pages.
+    /// One page of the batch's items (strongly consistent), starting after `start` and ending
+    /// at `through` (inclusive; `None`: the last item). `limit` caps the page size; `None` lets
+    /// the store fill its largest pages.
     async fn query_items_page(
         &self,
         batch_id: &str,
         start: Option<PageCursor>,
+        through: Option<&str>,
         limit: Option<i32>,
     ) -> Result<ItemPage, StoreError>;
+
+    /// The ids of the batch's `every`-th, `2 × every`-th, … items in item order (reading keys
+    /// only): where a fan-out splits a batch into segments of `every` items.
+    async fn sample_item_ids(&self, batch_id: &str, every: u64) -> Result<Vec<String>, StoreError>;
 
     /// The payout methods of `user_ids` in bulk. Users with no settings record, or no
     /// `payoutMethod`, are absent from the map.

@@ -108,7 +108,7 @@ impl AdyenAdapter {
             base_url: settings.api_base,
             base_url_setting: "ADYEN_API_BASE",
             request_timeout: settings.request_timeout,
-            max_requests_per_second: settings.max_requests_per_second,
+            pace: settings.budget.pace_interval(),
         })?;
         Ok(AdyenAdapter {
             api_key,

@@ -104,7 +104,7 @@ impl StripeAdapter {
             base_url: settings.api_base,
             base_url_setting: "STRIPE_API_BASE",
             request_timeout: settings.request_timeout,
-            max_requests_per_second: settings.max_requests_per_second,
+            pace: settings.budget.pace_interval(),
         })?;
         Ok(StripeAdapter {
             authorization,
