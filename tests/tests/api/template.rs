@@ -580,3 +580,69 @@ fn the_jobs_queue_outlives_the_function_and_redrives_to_the_dlq() {
         assert!(template["Outputs"].get(output).is_some(), "output {output}");
     }
 }
+
+/// Every process that may call a PSP's API paces at the account's budget ÷ (MaximumConcurrency
+/// + 1) (`payouts_config::RequestBudget`); that holds only if the instance count each process
+/// is told is the one the event source enforces, the reconciler is one instance, and no other
+/// function holds an API key.
+#[test]
+fn no_configuration_can_exceed_a_psp_accounts_request_budget() {
+    let template = template();
+    let execute = props(&template, "PayoutExecuteFunction");
+    let reconcile = props(&template, "PayoutReconcileFunction");
+    let event = execute["Events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|e| e["Type"] == "SQS")
+        .expect("an SQS event");
+    assert_eq!(
+        event["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "MaximumConcurrency"})
+    );
+    assert_eq!(reconcile["ReservedConcurrentExecutions"], 1);
+    for (function, props) in [("executor", execute), ("reconciler", reconcile)] {
+        let vars = &props["Environment"]["Variables"];
+        assert_eq!(
+            vars["PAYOUT_MAX_INSTANCES"],
+            json!({"Ref": "MaximumConcurrency"}),
+            "{function}: its share must count every instance the event source may run"
+        );
+        assert_eq!(
+            vars["STRIPE_REQUEST_BUDGET"],
+            json!({"Ref": "StripeRequestBudget"}),
+            "{function}"
+        );
+        assert_eq!(
+            vars["ADYEN_REQUEST_BUDGET"],
+            json!({"Fn::If": ["AdyenOn", {"Ref": "AdyenRequestBudget"}, {"Ref": "AWS::NoValue"}]}),
+            "{function}"
+        );
+    }
+    let functions: Vec<(&String, &Value)> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    for (logical_id, function) in functions {
+        let vars = &function["Properties"]["Environment"]["Variables"];
+        let calls_a_psp =
+            vars.get("STRIPE_SECRET_KEY").is_some() || vars.get("ADYEN_API_KEY").is_some();
+        assert_eq!(
+            calls_a_psp,
+            ["PayoutExecuteFunction", "PayoutReconcileFunction"].contains(&logical_id.as_str()),
+            "{logical_id}: only the budget's sharers may hold a PSP API key"
+        );
+    }
+    // Within what the functions accept: a budget of at least 1/s, at most 1000 instances.
+    let parameter = |name: &str| &template["Parameters"][name];
+    assert_eq!(parameter("StripeRequestBudget")["MinValue"], 1);
+    assert_eq!(parameter("AdyenRequestBudget")["MinValue"], 1);
+    assert!(
+        parameter("MaximumConcurrency")["MaxValue"]
+            .as_u64()
+            .unwrap()
+            <= 1000
+    );
+}
