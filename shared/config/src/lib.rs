@@ -9,7 +9,10 @@ mod psp;
 mod secret;
 
 pub use env::Env;
-pub use psp::{AdyenSettings, PspSettings, RequestBudget, SandboxSettings, StripeSettings};
+pub use psp::{
+    AdyenSettings, BudgetShare, PspSettings, RECONCILER_SLICE, RequestBudget, SandboxSettings,
+    StripeSettings,
+};
 pub use secret::Secret;
 
 use payouts_core::executor::{ExecutorConfig, FanOut};
@@ -57,13 +60,17 @@ const DEFAULT_MIN_SEGMENT_ITEMS: u32 = 200;
 impl ExecuteSettings {
     /// Reads and checks every setting of `payout-execute`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut psp = PspSettings::from_env(env)?;
+        if let Some(instances) = max_instances(env)? {
+            psp.share_budgets(BudgetShare::Executor { instances });
+        }
         ExecuteSettings {
             payouts_table: env.required("PAYOUTS_TABLE")?,
             user_settings_table: env.required("USER_SETTINGS_TABLE")?,
             executor: executor_config(env)?,
             jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
             fan_out: fan_out(env)?,
-            psp: PspSettings::from_env(env)?,
+            psp,
         }
         .checked()
     }
@@ -125,14 +132,24 @@ impl ReconcileSettings {
         reconciler.stuck_after = env
             .seconds("RECONCILE_STUCK_AFTER_SECONDS")?
             .unwrap_or(reconciler.stuck_after);
+        let mut psp = PspSettings::from_env(env)?;
+        if max_instances(env)?.is_some() {
+            psp.share_budgets(BudgetShare::Reconciler);
+        }
         Ok(ReconcileSettings {
             payouts_table: env.required("PAYOUTS_TABLE")?,
             user_settings_table: env.required("USER_SETTINGS_TABLE")?,
             jobs_queue_url: env.value("PAYOUT_JOBS_QUEUE_URL"),
             reconciler,
-            psp: PspSettings::from_env(env)?,
+            psp,
         })
     }
+}
+
+/// `PAYOUT_MAX_INSTANCES`: the executor instances the event source may run at once (the
+/// template sets it from `MaximumConcurrency`); unset in a local run.
+fn max_instances(env: &Env) -> Result<Option<u32>, ConfigError> {
+    env.integer("PAYOUT_MAX_INSTANCES", 1..=1000)
 }
 
 /// Segments per batch: one per executor instance the event source may run at once.
@@ -140,7 +157,7 @@ fn fan_out(env: &Env) -> Result<FanOut, ConfigError> {
     let min_segment_items = env
         .integer("PAYOUT_MIN_SEGMENT_ITEMS", 1..=1_000_000)?
         .unwrap_or(DEFAULT_MIN_SEGMENT_ITEMS);
-    let Some(instances) = env.integer("PAYOUT_MAX_INSTANCES", 1..=1000)? else {
+    let Some(instances) = max_instances(env)? else {
         return Ok(FanOut::OFF);
     };
     Ok(FanOut {
@@ -202,23 +219,33 @@ mod tests {
     fn instances_and_the_reconciler_never_exceed_the_budget_together() {
         for instances in [1_u32, 2, 3, 7, 10, 99, 1000] {
             for budget in [1_u32, 3, 10, 25, 100, 10_000] {
-                let settings = execute(&[
+                let vars = [
                     ("STRIPE_SECRET_KEY", "sk_test_x"),
                     ("PAYOUT_MAX_INSTANCES", &instances.to_string()),
                     ("STRIPE_REQUEST_BUDGET", &budget.to_string()),
-                ])
-                .unwrap();
-                let stripe = settings.psp.stripe.unwrap().budget;
-                assert_eq!(
-                    stripe.shares,
-                    instances + 1,
-                    "one share is the reconciler's"
-                );
-                // Starts of one process in one second, at most: every pace interval, from 0.
-                let per_process = 1_000_000_000 / stripe.pace_interval().as_nanos() as u64;
+                ];
+                let settings = execute(&vars).unwrap();
+                let executor = settings.psp.stripe.unwrap().budget;
+                let mut reconcile_vars = vec![("PAYOUTS_TABLE", "p"), ("USER_SETTINGS_TABLE", "u")];
+                reconcile_vars.extend_from_slice(&vars);
+                let reconciler = ReconcileSettings::from_env(&Env::from_pairs(&reconcile_vars))
+                    .unwrap()
+                    .psp
+                    .stripe
+                    .unwrap()
+                    .budget;
+                assert_eq!(executor.share, BudgetShare::Executor { instances });
+                assert_eq!(reconciler.share, BudgetShare::Reconciler);
+                // Requests started per second by every process at once, from their intervals.
+                let per_second = |b: RequestBudget| 1e9 / b.pace_interval().as_nanos() as f64;
+                let total = per_second(executor) * f64::from(instances) + per_second(reconciler);
                 assert!(
-                    per_process * u64::from(stripe.shares) <= u64::from(budget),
-                    "{instances} instances at {budget}/s: {per_process}/s each"
+                    total <= f64::from(budget) * (1.0 + 1e-12),
+                    "{instances} instances at {budget}/s: {total}/s together"
+                );
+                assert!(
+                    per_second(executor) * f64::from(instances) >= f64::from(budget) * 0.949,
+                    "the executors keep 19/20 of the budget"
                 );
                 assert_eq!(settings.fan_out.max_segments, u64::from(instances));
             }

@@ -4,48 +4,81 @@
 use crate::{ConfigError, Env, Secret};
 use std::time::Duration;
 
-/// A PSP account's request budget, and how many processes share it. Every process that calls
+/// A PSP account's request budget, and this process's share of it. Every process that calls
 /// the PSP (each `payout-execute` instance the SQS event source may run, and the one
-/// `payout-reconcile`) paces its requests at `per_second ÷ shares`, so together they never
-/// exceed the account's limit, whatever runs at once (`docs/design.md#fan-out-and-the-rate-budget`).
+/// `payout-reconcile`) paces its requests at its share, and the shares add up to the budget, so
+/// together they never exceed the account's limit, whatever runs at once
+/// (`docs/design.md#fan-out-and-the-rate-budget`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestBudget {
     /// The account's limit in requests per second, across every process
     /// (`STRIPE_REQUEST_BUDGET`, `ADYEN_REQUEST_BUDGET`).
     pub per_second: u32,
-    /// The processes that may call the PSP at once: `PAYOUT_MAX_INSTANCES + 1` (the reconciler)
-    /// where the template sets it, 1 in a local run.
-    pub shares: u32,
+    pub share: BudgetShare,
 }
+
+/// Which slice of a PSP budget a process paces at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetShare {
+    /// The whole budget: a local run, a test, or a function that never calls the PSP's API.
+    Whole,
+    /// One of `instances` executor instances (`PAYOUT_MAX_INSTANCES`, the event source's
+    /// `MaximumConcurrency`): an equal part of what the reconciler leaves.
+    Executor { instances: u32 },
+    /// The reconciler (one instance): [`RECONCILER_SLICE`] of the budget. Its lookups are few
+    /// and can wait, so the executors, who pay, keep the rest.
+    Reconciler,
+}
+
+/// The reconciler's part of a PSP budget: 1 / 20.
+pub const RECONCILER_SLICE: (u64, u64) = (1, 20);
 
 impl RequestBudget {
     /// A budget one process has to itself (a local run, a test).
     pub fn alone(per_second: u32) -> Self {
         RequestBudget {
             per_second,
-            shares: 1,
+            share: BudgetShare::Whole,
         }
     }
 
-    /// The least time between two request starts of one process: `shares ÷ per_second`
-    /// seconds, rounded up to the nanosecond so the sum of the shares never exceeds the budget.
-    pub fn pace_interval(&self) -> Duration {
-        let nanos = u64::from(self.shares.max(1)) * 1_000_000_000;
-        Duration::from_nanos(nanos.div_ceil(u64::from(self.per_second.max(1))))
+    /// This process's requests per second as a fraction (numerator, denominator).
+    fn rate(&self) -> (u64, u64) {
+        let budget = u64::from(self.per_second.max(1));
+        let (slice, of) = RECONCILER_SLICE;
+        match self.share {
+            BudgetShare::Whole => (budget, 1),
+            BudgetShare::Executor { instances } => {
+                (budget * (of - slice), of * u64::from(instances.max(1)))
+            }
+            BudgetShare::Reconciler => (budget * slice, of),
+        }
     }
 
-    /// The requests per second one process may start.
+    /// The least time between two request starts of this process, rounded up to the
+    /// nanosecond so the shares never add up to more than the budget.
+    pub fn pace_interval(&self) -> Duration {
+        let (numerator, denominator) = self.rate();
+        Duration::from_nanos((denominator * 1_000_000_000).div_ceil(numerator))
+    }
+
+    /// The requests per second this process may start.
     pub fn per_process(&self) -> f64 {
-        f64::from(self.per_second) / f64::from(self.shares.max(1))
+        let (numerator, denominator) = self.rate();
+        numerator as f64 / denominator as f64
     }
 }
 
-/// How many processes share each PSP's budget: `PAYOUT_MAX_INSTANCES` (the template sets it to
-/// the event source's `MaximumConcurrency`) executor instances plus the reconciler; 1 when unset.
-fn budget_shares(env: &Env) -> Result<u32, ConfigError> {
-    Ok(env
-        .integer("PAYOUT_MAX_INSTANCES", 1..=1000)?
-        .map_or(1, |instances| instances + 1))
+impl PspSettings {
+    /// Makes every PSP's budget this process's `share` of it.
+    pub fn share_budgets(&mut self, share: BudgetShare) {
+        if let Some(stripe) = &mut self.stripe {
+            stripe.budget.share = share;
+        }
+        if let Some(adyen) = &mut self.adyen {
+            adyen.budget.share = share;
+        }
+    }
 }
 
 /// The settings of every PSP this deployment may pay through; `None` = not enabled here.
@@ -97,7 +130,7 @@ pub struct StripeSettings {
     pub secret_key: Option<Secret>,
     /// `STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation.
     pub webhook_secrets: Vec<Secret>,
-    /// `STRIPE_REQUEST_BUDGET` (the account's requests per second) and its shares.
+    /// `STRIPE_REQUEST_BUDGET` (the account's requests per second) and this process's share.
     pub budget: RequestBudget,
     /// `STRIPE_TIMEOUT_SECONDS`: bound on one HTTP exchange.
     pub request_timeout: Duration,
@@ -140,12 +173,10 @@ impl StripeSettings {
         if let Some(base) = env.value("STRIPE_API_BASE") {
             settings.api_base = base;
         }
-        settings.budget = RequestBudget {
-            per_second: env
-                .integer("STRIPE_REQUEST_BUDGET", 1..=10_000)?
+        settings.budget = RequestBudget::alone(
+            env.integer("STRIPE_REQUEST_BUDGET", 1..=10_000)?
                 .unwrap_or(Self::DEFAULT_REQUEST_BUDGET),
-            shares: budget_shares(env)?,
-        };
+        );
         settings.request_timeout = env
             .seconds("STRIPE_TIMEOUT_SECONDS")?
             .unwrap_or(settings.request_timeout);
@@ -172,7 +203,7 @@ pub struct AdyenSettings {
     /// `ADYEN_BALANCE_ACCOUNT_ID`: the platform's balance account payouts are made from; required
     /// with `ADYEN_API_KEY`. In the webhook function it narrows events to that account's side.
     pub balance_account_id: Option<String>,
-    /// `ADYEN_REQUEST_BUDGET` (the account's requests per second) and its shares.
+    /// `ADYEN_REQUEST_BUDGET` (the account's requests per second) and this process's share.
     pub budget: RequestBudget,
     /// `ADYEN_TIMEOUT_SECONDS`: bound on one HTTP exchange.
     pub request_timeout: Duration,
@@ -235,12 +266,10 @@ impl AdyenSettings {
         if let Some(base) = env.value("ADYEN_API_BASE") {
             settings.api_base = base;
         }
-        settings.budget = RequestBudget {
-            per_second: env
-                .integer("ADYEN_REQUEST_BUDGET", 1..=10_000)?
+        settings.budget = RequestBudget::alone(
+            env.integer("ADYEN_REQUEST_BUDGET", 1..=10_000)?
                 .unwrap_or(Self::DEFAULT_REQUEST_BUDGET),
-            shares: budget_shares(env)?,
-        };
+        );
         settings.request_timeout = env
             .seconds("ADYEN_TIMEOUT_SECONDS")?
             .unwrap_or(settings.request_timeout);

@@ -581,9 +581,10 @@ fn the_jobs_queue_outlives_the_function_and_redrives_to_the_dlq() {
     }
 }
 
-/// Every process that may call a PSP's API paces at the account's budget ÷ (MaximumConcurrency
-/// + 1) (`payouts_config::RequestBudget`); that holds only if the instance count each process
-/// is told is the one the event source enforces, the reconciler is one instance, and no other
+/// Every process that may call a PSP's API paces at its share of the account's budget
+/// (`payouts_config::RequestBudget`: the reconciler 1/20, each executor instance an equal part
+/// of the rest); the shares add up to the budget only if the instance count the executors are
+/// told is the one the event source enforces, the reconciler is one instance, and no other
 /// function holds an API key.
 #[test]
 fn no_configuration_can_exceed_a_psp_accounts_request_budget() {
