@@ -9,6 +9,7 @@
 //! [`fakes`] holds each PSP's fake (the Stripe API today), for the adapters' tests and local runs.
 
 pub mod fakes;
+pub mod simulated_sqs;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;

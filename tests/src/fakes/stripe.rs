@@ -135,6 +135,16 @@ struct State {
     max_page_size: Option<usize>,
     /// Which list request from now (1 = the next) answers a 500.
     failing_list: Option<usize>,
+    /// The account's rate limit, as Stripe enforces it: above this many requests in the last
+    /// second, a 429 (not stored under the key).
+    rate_limit: Option<usize>,
+    /// Admitted requests of the last second, and every request of the last second.
+    admitted: VecDeque<std::time::Instant>,
+    arrived: VecDeque<std::time::Instant>,
+    rate_limited: u64,
+    peak_arrivals_per_second: usize,
+    /// How long every answer takes (Stripe's own latency).
+    latency: Duration,
 }
 
 impl State {
@@ -143,6 +153,30 @@ impl State {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+
+    /// Counts a request arriving `at` against the enforced rate limit: whether it is over.
+    fn over_rate_limit(&mut self, at: std::time::Instant) -> bool {
+        let window_start = at.checked_sub(Duration::from_secs(1));
+        for window in [&mut self.arrived, &mut self.admitted] {
+            while window
+                .front()
+                .is_some_and(|first| window_start.is_some_and(|start| *first <= start))
+            {
+                window.pop_front();
+            }
+        }
+        self.arrived.push_back(at);
+        self.peak_arrivals_per_second = self.peak_arrivals_per_second.max(self.arrived.len());
+        let Some(limit) = self.rate_limit else {
+            return false;
+        };
+        if self.admitted.len() >= limit {
+            self.rate_limited += 1;
+            return true;
+        }
+        self.admitted.push_back(at);
+        false
     }
 
     /// The stored answer under `key`, forgetting it once past retention.
@@ -185,6 +219,32 @@ impl FakeStripe {
         let state = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(FakeStripe { addr, state, task })
+    }
+
+    /// Enforces an account rate limit from now on: more than `per_second` requests in any
+    /// one-second window are answered 429 with `Retry-After: 1`, nothing stored.
+    pub fn enforce_rate_limit(&self, per_second: usize) {
+        self.state().rate_limit = Some(per_second);
+    }
+
+    /// Every answer takes `latency` from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state().latency = latency;
+    }
+
+    /// Requests answered 429 by the enforced rate limit.
+    pub fn rate_limited(&self) -> u64 {
+        self.state().rate_limited
+    }
+
+    /// The most requests that arrived within one second (admitted or not).
+    pub fn peak_requests_per_second(&self) -> usize {
+        self.state().peak_arrivals_per_second
+    }
+
+    /// Requests that arrived so far.
+    pub fn request_count(&self) -> usize {
+        self.state().requests.len()
     }
 
     /// The value for `STRIPE_API_BASE`.
@@ -428,9 +488,27 @@ async fn handle(
         authorized: header("authorization").as_deref()
             == Some(format!("Bearer {FAKE_SECRET_KEY}").as_str()),
     };
-    state.lock().unwrap().requests.push(recorded.clone());
+    let (over_limit, latency) = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(recorded.clone());
+        (state.over_rate_limit(recorded.at), state.latency)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
 
-    let reply = if !recorded.authorized {
+    let reply = if over_limit {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", "1".parse().unwrap());
+        Reply::Answer(response)
+    } else if !recorded.authorized {
         Reply::Answer(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",

@@ -4,6 +4,8 @@
 //! The local DynamoDB runs as a separate process (`payouts-local serve`), so the peak RSS
 //! measured here is the executor's own (plus the sandbox PSP's in-memory ledger).
 
+mod fan_out;
+
 use futures_util::StreamExt;
 use integration_tests::{RequestCounter, items, verified_users};
 use payouts_core::clock::SystemClock;
@@ -68,6 +70,47 @@ async fn main() {
     let env = Seeder {
         store: store.clone(),
     };
+    // Reads the benchmark's own progress checks, outside the counted requests.
+    let observer = DynamoDbRepository::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        "payouts",
+        "user-settings",
+    );
+    let fan_out_setup = fan_out::FanOutSetup::from_env();
+    let fan_out_runs = || async {
+        let one = fan_out::run(
+            "one batch",
+            &store,
+            &observer,
+            &requests,
+            &env,
+            &fan_out_setup,
+            &[("b-fan-one", fan_out_setup.items)],
+        )
+        .await;
+        let half = fan_out_setup.items / 2;
+        let two = fan_out::run(
+            "two batches at once",
+            &store,
+            &observer,
+            &requests,
+            &env,
+            &fan_out_setup,
+            &[
+                ("b-fan-two-a", half),
+                ("b-fan-two-b", fan_out_setup.items - half),
+            ],
+        )
+        .await;
+        vec![one, two]
+    };
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("fan-out") {
+        let runs = fan_out_runs().await;
+        let _ = server.kill();
+        let _ = server.wait();
+        fan_out::print(&fan_out_setup, &runs);
+        return;
+    }
     let default_config = ExecutorConfig::default();
 
     // Concurrency 1 on a smaller batch: the naive loop's rate does not depend on the batch size.
@@ -102,6 +145,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(SETTLE_BATCH);
     let settled = settlement(&store, &requests, settle_items).await;
+    let fan_out = fan_out_runs().await;
     let _ = server.kill();
     let _ = server.wait();
 
@@ -185,6 +229,7 @@ async fn main() {
         "| the event that completes the batch: requests (by operation) | {} ({}) | ≤ 3 requests, the batch record's write included |",
         settled.completing.requests, settled.completing.by_operation
     );
+    fan_out::print(&fan_out_setup, &fan_out);
 }
 
 struct EventCost {
@@ -411,12 +456,17 @@ async fn run(
     )
 }
 
-struct Seeder {
+pub(crate) struct Seeder {
     store: DynamoDbRepository,
 }
 
 impl Seeder {
     async fn seed(&self, batch_id: &str, count: usize) {
+        self.seed_for(batch_id, count, "sandbox").await
+    }
+
+    /// Seeds a `pending` batch of `count` items for `provider`, and its verified recipients.
+    pub(crate) async fn seed_for(&self, batch_id: &str, count: usize, provider: &str) {
         use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
         use payouts_store_dynamodb::s;
         use payouts_store_dynamodb::schema::{attr, keys};
@@ -424,7 +474,7 @@ impl Seeder {
         let mut writes = vec![record([
             (attr::PK, s(keys::batch_pk(batch_id))),
             (attr::SK, s(keys::BATCH_SK)),
-            (attr::PROVIDER, s("sandbox")),
+            (attr::PROVIDER, s(provider)),
             (attr::CURRENCY, s("USD")),
             (attr::STATUS, s("pending")),
         ])];
