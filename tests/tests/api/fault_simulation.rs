@@ -19,7 +19,8 @@ use integration_tests::fakes::stripe::{FakeStripe, Fault};
 use integration_tests::{RecordedQueue, RequestCounter, TestEnv};
 use payouts_core::clock::now_ms;
 use payouts_core::domain::ItemStatus;
-use payouts_core::executor::{Executor, ExecutorConfig};
+use payouts_core::executor::{Executor, ExecutorConfig, FanOut, RunPlan};
+use payouts_core::job::PayoutJob;
 use payouts_core::ports::payment::{
     ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
@@ -661,16 +662,43 @@ impl Scenario {
             self.faults += 1;
         }
         let early_webhooks = self.rng.chance(0.5);
-        self.trace.push(format!("round {round}: {deliveries} concurrent deliveries, webhooks during the run: {early_webhooks}"));
+        // The first delivery may fan the batch out: its segments then run at once, racing each
+        // other, the second delivery, the webhooks and the crash.
+        let fan_out = self.rng.chance(0.4).then(|| FanOut {
+            max_segments: 2 + self.rng.below(3),
+            min_segment_items: 1,
+        });
+        if fan_out.is_some() {
+            self.faults += 1;
+        }
+        self.trace.push(format!("round {round}: {deliveries} concurrent deliveries, webhooks during the run: {early_webhooks}, fan-out: {fan_out:?}"));
         let (a, b) = (self.executor(), self.executor());
         let batch_id = self.batch_id.clone();
         let runs = async {
-            let first = a.execute_payout_batch(&batch_id, None);
+            let first = async {
+                let Some(fan_out) = fan_out else {
+                    return vec![a.execute_payout_batch(&batch_id, None).await];
+                };
+                match a.plan_run(&batch_id, fan_out).await {
+                    Ok(RunPlan::Segments(segments)) => {
+                        let plan = PayoutJob::for_batch(&batch_id, None);
+                        let jobs: Vec<PayoutJob> = segments
+                            .into_iter()
+                            .map(|segment| PayoutJob::segment(&plan, segment))
+                            .collect();
+                        futures_util::future::join_all(jobs.iter().map(|job| a.run_job(job, None)))
+                            .await
+                    }
+                    Ok(RunPlan::Whole) => vec![a.execute_payout_batch(&batch_id, None).await],
+                    Err(err) => vec![Err(err)],
+                }
+            };
             if deliveries == 2 {
-                let (x, y) = tokio::join!(first, b.execute_payout_batch(&batch_id, None));
-                vec![x, y]
+                let (mut x, y) = tokio::join!(first, b.execute_payout_batch(&batch_id, None));
+                x.push(y);
+                x
             } else {
-                vec![first.await]
+                first.await
             }
         };
         let webhook_seed = self.rng.next();
