@@ -14,5 +14,6 @@ mod ops_cli;
 mod pacing;
 mod psp_webhook;
 mod reconciler;
+mod sqs_queue;
 mod stripe;
 mod template;

@@ -231,13 +231,13 @@ async fn unknown_batches_exit_with_batch_not_found_and_nothing_is_enqueued() {
 /// A moto server (PyPI `moto[server]`, installed into `.tools/venv` by `scripts/test.sh`) on a
 /// free loopback port; killed when dropped. Without moto the SQS tests fail and say how to get
 /// it: a test that passes without running would prove nothing.
-struct Moto {
+pub(crate) struct Moto {
     child: std::process::Child,
     endpoint: String,
 }
 
 impl Moto {
-    async fn start() -> Moto {
+    pub(crate) async fn start() -> Moto {
         let binary = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -276,7 +276,7 @@ impl Moto {
         panic!("moto_server did not listen on {port} within 30 s");
     }
 
-    async fn sqs(&self) -> aws_sdk_sqs::Client {
+    pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
@@ -296,7 +296,7 @@ impl Drop for Moto {
     }
 }
 
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+pub(crate) async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
     sqs.create_queue()
         .queue_name(name)
         .send()
