@@ -7,12 +7,38 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use payouts_core::executor::{BatchSummary, ExecuteError, Executor, FanOut, RunPlan};
 use payouts_core::job::PayoutJob;
+use payouts_core::metrics::{MetricsLine, MetricsSink, PSP_METRICS, StdoutMetrics, psp_call_lines};
 use payouts_core::ports::queue::JobQueue;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
+
+/// The function's name in its metrics (dimension `Function`).
+pub const FUNCTION: &str = "payout-execute";
+
+/// Every metric this function emits (namespace `Payouts`): what the template's alarms and
+/// dashboard may use, checked by the template test.
+pub const EXECUTE_METRICS: &[&str] = &[
+    "ItemsSubmitted",
+    "ItemsPendingKyc",
+    "ItemsFailed",
+    "ItemsRetryable",
+    "ItemsInvalid",
+    "ItemsDeferred",
+    "ItemsHalted",
+    "DoublePayments",
+    "JobsRetried",
+    "JobsContinued",
+    "SegmentsSent",
+    "PoisonMessages",
+];
+
+/// [`EXECUTE_METRICS`] and the PSP-health metrics.
+pub fn emitted_metrics() -> Vec<&'static str> {
+    EXECUTE_METRICS.iter().chain(PSP_METRICS).copied().collect()
+}
 
 /// Everything the handler needs, built once per Lambda instance.
 pub struct App {
@@ -25,6 +51,8 @@ pub struct App {
     pub fan_out: FanOut,
     /// How long a job to retry waits before it is received again.
     pub retry: RetryBackoff,
+    /// Where each message's metrics go (stdout, as EMF, in Lambda).
+    pub metrics: Arc<dyn MetricsSink>,
 }
 
 impl App {
@@ -35,7 +63,14 @@ impl App {
             queue,
             fan_out: FanOut::OFF,
             retry: RetryBackoff::default(),
+            metrics: Arc::new(StdoutMetrics),
         }
+    }
+
+    /// Sends the metrics to `sink` instead of stdout.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = sink;
+        self
     }
 
     /// Fans large batches out as `fan_out` says (only with a queue to send the segments to).
@@ -98,8 +133,8 @@ pub enum Disposition {
     /// Something retryable happened: SQS redelivers after the backoff ([`RetryBackoff`]).
     Retry(String),
     /// The message can never succeed (malformed, unknown type, unknown batch, unpayable batch):
-    /// logged with its reason and deleted, never retried.
-    Poison(String),
+    /// logged with its reason and deleted, never retried. `code` names the reason in metrics.
+    Poison { code: &'static str, reason: String },
 }
 
 /// Handles one SQS event: each record in its own span, concurrently, sharing the deadline.
@@ -135,11 +170,63 @@ pub async fn handle_message(
     message: SqsMessage,
     deadline: Option<Instant>,
 ) -> Disposition {
-    let (disposition, retry_after) = run_message(app, &message, deadline).await;
-    if let Disposition::Retry(reason) = &disposition {
-        delay_redelivery(app, &message, retry_after, reason).await;
+    let run = run_message(app, &message, deadline).await;
+    if let Disposition::Retry(reason) = &run.disposition {
+        delay_redelivery(app, &message, run.retry_after, reason).await;
     }
-    disposition
+    emit_metrics(app, &run);
+    run.disposition
+}
+
+/// What running one message came to.
+struct MessageRun {
+    disposition: Disposition,
+    /// The PSP's `Retry-After`, when it asked for one.
+    retry_after: Option<Duration>,
+    /// What the batch run did, when there was one.
+    summary: Option<BatchSummary>,
+}
+
+impl From<Disposition> for MessageRun {
+    fn from(disposition: Disposition) -> Self {
+        MessageRun {
+            disposition,
+            retry_after: None,
+            summary: None,
+        }
+    }
+}
+
+/// The message's metrics: what its run did to items, what became of the job, and the PSP calls
+/// made meanwhile.
+fn emit_metrics(app: &App, run: &MessageRun) {
+    let now_ms = payouts_core::clock::now_ms();
+    let mut line = MetricsLine::new(FUNCTION, now_ms);
+    if let Some(summary) = &run.summary {
+        if !summary.provider.is_empty() {
+            line = line.by("Provider", &summary.provider);
+        }
+        line = line
+            .count("ItemsSubmitted", summary.submitted)
+            .count("ItemsPendingKyc", summary.pending_kyc)
+            .count("ItemsFailed", summary.failed)
+            .count("ItemsRetryable", summary.retryable)
+            .count("ItemsInvalid", summary.invalid)
+            .count("ItemsDeferred", summary.deferred)
+            .count("ItemsHalted", summary.halted)
+            .count("DoublePayments", summary.double_payments);
+    }
+    line = match &run.disposition {
+        Disposition::Done(_) => line,
+        Disposition::Continued(_) => line.count("JobsContinued", 1),
+        Disposition::FannedOut(segments) => line.count("SegmentsSent", *segments as u64),
+        Disposition::Retry(_) => line.count("JobsRetried", 1),
+        Disposition::Poison { code, .. } => line.by("Reason", code).count("PoisonMessages", 1),
+    };
+    app.metrics.emit(&line);
+    for line in psp_call_lines(FUNCTION, now_ms, &app.executor.adapters().take_call_stats()) {
+        app.metrics.emit(&line);
+    }
 }
 
 /// Sets when a message to retry is received again; on failure the queue's visibility timeout
@@ -174,19 +261,19 @@ async fn delay_redelivery(
     }
 }
 
-/// Runs one message: its disposition, and the PSP's `Retry-After` when it asked for one.
-async fn run_message(
-    app: &App,
-    message: &SqsMessage,
-    deadline: Option<Instant>,
-) -> (Disposition, Option<Duration>) {
+/// Runs one message.
+async fn run_message(app: &App, message: &SqsMessage, deadline: Option<Instant>) -> MessageRun {
     let job = match PayoutJob::parse(message.body.as_deref()) {
         Ok(job) => job,
         Err(err) => {
             let body = message.body.as_deref().unwrap_or("");
             let excerpt: String = body.chars().take(512).collect();
             error!(reason = %err, body = %excerpt, "poison message dropped: it can never be executed");
-            return (Disposition::Poison(err.to_string()), None);
+            return Disposition::Poison {
+                code: err.code(),
+                reason: err.to_string(),
+            }
+            .into();
         }
     };
     let batch_id = job.payload.batch_id.clone();
@@ -203,14 +290,18 @@ async fn run_message(
             info!(resume_after = %after, "continuation: resuming after the last item started");
         }
         if let Some(disposition) = fan_out(app, &job).await {
-            return (disposition, None);
+            return disposition.into();
         }
         let summary = match app.executor.run_job(&job, deadline).await {
             Ok(summary) => summary,
-            Err(err) => return (refused_run(err), None),
+            Err(err) => return refused_run(err).into(),
         };
         let retry_after = summary.retry_after_ms.map(Duration::from_millis);
-        (dispose_of_run(app, &job, summary).await, retry_after)
+        MessageRun {
+            disposition: dispose_of_run(app, &job, summary.clone()).await,
+            retry_after,
+            summary: Some(summary),
+        }
     }
     .instrument(span)
     .await
@@ -222,8 +313,11 @@ fn refused_run(err: ExecuteError) -> Disposition {
         warn!(error = %err, "batch run failed; SQS will redeliver");
         Disposition::Retry(err.to_string())
     } else {
-        error!(error = %err, "poison message dropped: the batch cannot be executed as it stands");
-        Disposition::Poison(err.to_string())
+        error!(error = %err, code = err.code(), "poison message dropped: the batch cannot be executed as it stands");
+        Disposition::Poison {
+            code: err.code(),
+            reason: err.to_string(),
+        }
     }
 }
 

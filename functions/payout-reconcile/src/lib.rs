@@ -3,13 +3,17 @@
 //! metrics in the Embedded Metric Format (one JSON line on stdout: no request, no start-up cost).
 
 use payouts_core::job::PayoutJob;
+use payouts_core::metrics::{MetricsLine, MetricsSink, StdoutMetrics, psp_call_lines};
 use payouts_core::ports::queue::{JobQueue, QueueError};
 use payouts_core::ports::repository::StoreError;
 use payouts_core::reconciler::{Reconciler, SweepSummary};
 use serde_json::{Value, json};
 
 /// The CloudWatch namespace of the service's metrics.
-pub const METRICS_NAMESPACE: &str = "Payouts";
+pub const METRICS_NAMESPACE: &str = payouts_core::metrics::NAMESPACE;
+
+/// The function's name in its metrics (dimension `Function`).
+pub const FUNCTION: &str = "payout-reconcile";
 
 /// The metrics one sweep emits, by name: what the alarms in `template.yaml` watch.
 pub const SWEEP_METRICS: &[&str] = &[
@@ -33,6 +37,10 @@ pub async fn handle_schedule(
     for line in stuck_lines(&summary, now_ms) {
         println!("{line}");
     }
+    let calls = reconciler.adapters().take_call_stats();
+    for line in psp_call_lines(FUNCTION, now_ms, &calls) {
+        StdoutMetrics.emit(&line);
+    }
     Ok(summary)
 }
 
@@ -53,7 +61,7 @@ pub fn stuck_lines(summary: &SweepSummary, now_ms: u64) -> Vec<Value> {
                         "Metrics": [{"Name": "StuckItems", "Unit": "Count"}],
                     }],
                 },
-                "Function": "payout-reconcile",
+                "Function": FUNCTION,
                 "Status": status.as_str(),
                 "AgeBand": band.as_str(),
                 "StuckItems": count,
@@ -64,28 +72,15 @@ pub fn stuck_lines(summary: &SweepSummary, now_ms: u64) -> Vec<Value> {
 
 /// The sweep's summary as one Embedded Metric Format line (dimension: the function).
 pub fn metrics_line(summary: &SweepSummary, now_ms: u64) -> Value {
-    let metrics: Vec<Value> = SWEEP_METRICS
-        .iter()
-        .map(|name| json!({"Name": name, "Unit": "Count"}))
-        .collect();
-    json!({
-        "_aws": {
-            "Timestamp": now_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["Function"]],
-                "Metrics": metrics,
-            }],
-        },
-        "Function": "payout-reconcile",
-        "StuckItems": summary.stuck_total(),
-        "ItemsSettledBySweep": summary.items_settled,
-        "BatchesReenqueued": summary.batches_enqueued,
-        "TransfersNotFound": summary.transfers_not_found,
-        "OrphanTransfers": summary.orphan_transfers,
-        "ReconcilerErrors": summary.errors,
-        "OpenBatches": summary.open_batches,
-    })
+    MetricsLine::new(FUNCTION, now_ms)
+        .count("StuckItems", summary.stuck_total())
+        .count("ItemsSettledBySweep", summary.items_settled)
+        .count("BatchesReenqueued", summary.batches_enqueued)
+        .count("TransfersNotFound", summary.transfers_not_found)
+        .count("OrphanTransfers", summary.orphan_transfers)
+        .count("ReconcilerErrors", summary.errors)
+        .count("OpenBatches", summary.open_batches)
+        .to_json()
 }
 
 /// The queue of a deployment without `PAYOUT_JOBS_QUEUE_URL` (a local run): every resume is

@@ -6,8 +6,11 @@
 
 use http::{HeaderMap, Method, StatusCode};
 use payouts_core::clock::Clock;
+use payouts_core::metrics::{MetricsLine, MetricsSink, StdoutMetrics};
 use payouts_core::ports::repository::PayoutRepository;
-use payouts_core::ports::webhook::{Acknowledgement, PaymentEvent, WebhookError, WebhookRequest};
+use payouts_core::ports::webhook::{
+    Acknowledgement, PaymentEvent, PaymentEventKind, WebhookError, WebhookRequest,
+};
 use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_core::settlement::{SettlementOutcome, apply_payment_event};
 use serde_json::json;
@@ -17,11 +20,97 @@ use tracing::{error, info, warn};
 /// Bodies above this are refused unread (Stripe's events are a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The function's name in its metrics (dimension `Function`).
+pub const FUNCTION: &str = "psp-webhook";
+
+/// Every metric this function emits (namespace `Payouts`): what the template's alarms and
+/// dashboard may use, checked by the template test.
+pub const WEBHOOK_METRICS: &[&str] = &[
+    "WebhookRejected",
+    "EventsVerified",
+    "EventsApplied",
+    "EventsDuplicate",
+    "EventsIgnored",
+    "EventsHeld",
+    "ItemsPaid",
+    "ItemsFailedAtPsp",
+    "ItemsReversed",
+    "WebhookStorageErrors",
+];
+
 /// Everything the handler needs, built once per Lambda instance (by `main.rs`).
 pub struct WebhookApp {
     pub store: Arc<dyn PayoutRepository>,
     pub adapters: PaymentAdapterRegistry,
     pub clock: Arc<dyn Clock>,
+    /// Where each request's metrics go (stdout, as EMF, in Lambda).
+    pub metrics: Arc<dyn MetricsSink>,
+}
+
+impl WebhookApp {
+    /// An app whose metrics go to stdout.
+    pub fn new(
+        store: Arc<dyn PayoutRepository>,
+        adapters: PaymentAdapterRegistry,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        WebhookApp {
+            store,
+            adapters,
+            clock,
+            metrics: Arc::new(StdoutMetrics),
+        }
+    }
+
+    /// Sends the metrics to `sink` instead of stdout.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = sink;
+        self
+    }
+}
+
+/// What one request came to, counted for its metrics line.
+#[derive(Debug, Default)]
+struct Tally {
+    provider: Option<String>,
+    rejected: Option<&'static str>,
+    verified: u64,
+    applied: u64,
+    duplicate: u64,
+    ignored: u64,
+    held: u64,
+    paid: u64,
+    failed: u64,
+    reversed: u64,
+    storage_errors: u64,
+}
+
+impl Tally {
+    fn rejected(code: &'static str) -> Self {
+        Tally {
+            rejected: Some(code),
+            ..Tally::default()
+        }
+    }
+
+    fn line(&self, now_ms: u64) -> MetricsLine {
+        let mut line = MetricsLine::new(FUNCTION, now_ms);
+        if let Some(provider) = &self.provider {
+            line = line.by("Provider", provider);
+        }
+        if let Some(reason) = self.rejected {
+            return line.by("Reason", reason).count("WebhookRejected", 1);
+        }
+        line.count("EventsVerified", self.verified)
+            .count("EventsApplied", self.applied)
+            .count("EventsDuplicate", self.duplicate)
+            .count("EventsIgnored", self.ignored)
+            .count("EventsHeld", self.held)
+            .count("ItemsPaid", self.paid)
+            .count("ItemsFailedAtPsp", self.failed)
+            .count("ItemsReversed", self.reversed)
+            .count("WebhookStorageErrors", self.storage_errors)
+    }
 }
 
 /// The HTTP answer: a status, the JSON summary of what happened, and how the PSP wants it
@@ -60,7 +149,8 @@ impl WebhookResponse {
 }
 
 /// Handles one request. `path` is the request path (`/webhooks/stripe`), `body` the raw bytes
-/// exactly as received (signatures cover them), `now_secs` the Unix time.
+/// exactly as received (signatures cover them), `now_secs` the Unix time. Emits one metrics
+/// line for the request.
 pub async fn handle_webhook(
     app: &WebhookApp,
     method: &Method,
@@ -69,33 +159,54 @@ pub async fn handle_webhook(
     body: &[u8],
     now_secs: u64,
 ) -> WebhookResponse {
+    let (response, tally) = answer(app, method, path, headers, body, now_secs).await;
+    app.metrics.emit(&tally.line(now_secs * 1000));
+    response
+}
+
+async fn answer(
+    app: &WebhookApp,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: u64,
+) -> (WebhookResponse, Tally) {
     let Some(provider) = path
         .trim_end_matches('/')
         .strip_prefix("/webhooks/")
         .filter(|p| !p.contains('/'))
     else {
-        return WebhookResponse::refused(
+        let refused = WebhookResponse::refused(
             StatusCode::NOT_FOUND,
             "no such route; POST /webhooks/{provider}",
         );
+        return (refused, Tally::rejected("no_route"));
     };
     if method != Method::POST {
-        return WebhookResponse::refused(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        let refused = WebhookResponse::refused(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        return (refused, Tally::rejected("method"));
     }
     if body.len() > MAX_BODY_BYTES {
-        return WebhookResponse::refused(
+        let refused = WebhookResponse::refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over {MAX_BODY_BYTES} bytes"),
         );
+        return (refused, Tally::rejected("too_large"));
     }
     let adapter = match app.adapters.adapter_for(provider) {
         Ok(adapter) => adapter,
         Err(_) => {
-            return WebhookResponse::refused(
+            let refused = WebhookResponse::refused(
                 StatusCode::BAD_REQUEST,
                 format!("unknown provider {provider:?}"),
             );
+            return (refused, Tally::rejected("unknown_provider"));
         }
+    };
+    let mut tally = Tally {
+        provider: Some(provider.to_owned()),
+        ..Tally::default()
     };
     let request = WebhookRequest {
         body,
@@ -106,23 +217,34 @@ pub async fn handle_webhook(
         Ok(verified) => verified,
         Err(err @ WebhookError::NotConfigured { .. }) => {
             error!(provider, error = %err, "webhook secret missing: every event is being refused");
-            return WebhookResponse::refused(
+            tally.rejected = Some(err.code());
+            let refused = WebhookResponse::refused(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "webhook verification is not configured",
             );
+            return (refused, tally);
         }
-        Err(err) => return WebhookResponse::refused(StatusCode::BAD_REQUEST, err.to_string()),
+        Err(err) => {
+            tally.rejected = Some(err.code());
+            return (
+                WebhookResponse::refused(StatusCode::BAD_REQUEST, err.to_string()),
+                tally,
+            );
+        }
     };
     let mut results = Vec::with_capacity(verified.events.len());
     for event in &verified.events {
         info!(provider, event_id = %event.event_id, event_type = %event.event_type, "webhook verified");
-        match settle(app, provider, event).await {
+        tally.verified += 1;
+        match settle(app, provider, event, &mut tally).await {
             Some(result) => results.push(result),
             None => {
-                return WebhookResponse::new(
+                tally.storage_errors += 1;
+                let unavailable = WebhookResponse::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({ "error": "temporarily unavailable, retry" }),
                 );
+                return (unavailable, tally);
             }
         }
     }
@@ -130,11 +252,12 @@ pub async fn handle_webhook(
         Ok([single]) => single,
         Err(results) => json!({ "result": "several", "events": results }),
     };
-    WebhookResponse {
+    let response = WebhookResponse {
         status: StatusCode::OK,
         body,
         acknowledgement: verified.acknowledgement,
-    }
+    };
+    (response, tally)
 }
 
 /// Settles one verified event; its summary, or `None` on a storage error (the PSP redelivers).
@@ -142,8 +265,26 @@ async fn settle(
     app: &WebhookApp,
     provider: &str,
     event: &PaymentEvent,
+    tally: &mut Tally,
 ) -> Option<serde_json::Value> {
-    match apply_payment_event(app.store.as_ref(), app.clock.as_ref(), provider, event).await {
+    let outcome =
+        apply_payment_event(app.store.as_ref(), app.clock.as_ref(), provider, event).await;
+    match &outcome {
+        Ok(SettlementOutcome::Applied { .. }) => {
+            tally.applied += 1;
+            match &event.kind {
+                Some(PaymentEventKind::Paid) => tally.paid += 1,
+                Some(PaymentEventKind::Failed { .. }) => tally.failed += 1,
+                Some(PaymentEventKind::Reversed { .. }) => tally.reversed += 1,
+                None => {}
+            }
+        }
+        Ok(SettlementOutcome::Duplicate) => tally.duplicate += 1,
+        Ok(SettlementOutcome::Ignored { .. }) => tally.ignored += 1,
+        Ok(SettlementOutcome::Held { .. }) => tally.held += 1,
+        Err(_) => {}
+    }
+    match outcome {
         Ok(SettlementOutcome::Applied {
             batch_id,
             item_id,

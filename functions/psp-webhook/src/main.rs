@@ -21,11 +21,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&aws),
         &settings.payouts_table,
     );
-    let app = WebhookApp {
-        store: Arc::new(store),
-        adapters,
-        clock: Arc::new(SystemClock),
-    };
+    let app = WebhookApp::new(Arc::new(store), adapters, Arc::new(SystemClock));
     let app = &app;
     lambda_http::run(service_fn(move |request: Request| async move {
         let now_secs = app.clock.now_ms() / 1000;

@@ -94,6 +94,20 @@ pub enum JobError {
     BadSegment(ItemRange),
 }
 
+impl JobError {
+    /// A short, stable name of the reason (a metric dimension, a log field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::MissingBody => "missing_body",
+            JobError::Malformed(_) => "malformed",
+            JobError::UnknownType(_) => "unknown_type",
+            JobError::BadBatchId(_) => "bad_batch_id",
+            JobError::BadResumeAfter(_) => "bad_resume_after",
+            JobError::BadSegment(_) => "bad_segment",
+        }
+    }
+}
+
 impl PayoutJob {
     /// A job for the whole of `batch_id`, as upstream and the operator CLI enqueue it.
     pub fn for_batch(batch_id: &str, job_id: Option<String>) -> Self {

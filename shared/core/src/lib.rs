@@ -7,6 +7,7 @@ pub mod clock;
 pub mod domain;
 pub mod executor;
 pub mod job;
+pub mod metrics;
 pub mod money;
 pub mod ports;
 pub mod reconciler;

@@ -161,6 +161,11 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    /// The adapters the sweep asks (their call statistics feed the metrics).
+    pub fn adapters(&self) -> &PaymentAdapterRegistry {
+        &self.adapters
+    }
+
     pub fn new(
         store: Arc<dyn PayoutRepository>,
         adapters: PaymentAdapterRegistry,

@@ -43,6 +43,14 @@ impl PaymentAdapterRegistry {
             })
     }
 
+    /// Each adapter's PSP calls since the last take, by provider (for the PSP-health metrics).
+    pub fn take_call_stats(&self) -> Vec<(String, crate::ports::payment::PspCallStats)> {
+        self.adapters
+            .iter()
+            .map(|(provider, adapter)| (provider.clone(), adapter.take_call_stats()))
+            .collect()
+    }
+
     /// The registered provider names, for start-up logs and errors.
     pub fn providers(&self) -> Vec<String> {
         self.adapters.keys().cloned().collect()

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use payouts_config::ConfigError;
-use payouts_core::ports::payment::PaymentError;
+use payouts_core::ports::payment::{PaymentError, PspCallStats};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,7 @@ pub struct PspHttpClient {
     base_url: String,
     request_timeout: Duration,
     limiter: RateLimiter,
+    stats: std::sync::Mutex<PspCallStats>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -141,6 +142,7 @@ impl PspHttpClient {
             base_url,
             request_timeout: settings.request_timeout,
             limiter: RateLimiter::every(settings.pace),
+            stats: std::sync::Mutex::default(),
             client,
         })
     }
@@ -184,10 +186,36 @@ impl PspHttpClient {
                 body,
             })
         };
-        tokio::time::timeout(self.request_timeout, exchange)
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.request_timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.request_timeout)))
-            .map_err(SendError::NoAnswer)
+            .map_err(SendError::NoAnswer);
+        self.count(&answer, started.elapsed());
+        answer
+    }
+
+    fn count(&self, answer: &Result<HttpAnswer, SendError>, took: Duration) {
+        let mut stats = self.stats.lock().expect("call stats poisoned");
+        match answer {
+            Ok(answer) => {
+                stats.answered += 1;
+                if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                    stats.rate_limited += 1;
+                } else if answer.status.is_server_error() {
+                    stats.server_errors += 1;
+                }
+                if stats.latencies_ms.len() < PspCallStats::MAX_SAMPLES {
+                    stats.latencies_ms.push(took.as_secs_f64() * 1000.0);
+                }
+            }
+            Err(_) => stats.no_answer += 1,
+        }
+    }
+
+    /// The calls since the last take ([`PaymentAdapter::take_call_stats`]).
+    pub fn take_stats(&self) -> PspCallStats {
+        std::mem::take(&mut *self.stats.lock().expect("call stats poisoned"))
     }
 
     /// One call, built from its parts and sent as [`Self::send`] does.

@@ -40,12 +40,12 @@ async fn setup(batch_id: &str, batch: &[(String, String, String)]) -> Setup {
     let mut verify_only = AdyenSettings::new("", FAKE_BALANCE_ACCOUNT);
     verify_only.api_base = fake.base_url();
     verify_only.hmac_keys = vec![Secret::from(FAKE_HMAC_KEY)];
-    let webhooks = WebhookApp {
-        store: env.repository(),
-        adapters: PaymentAdapterRegistry::new()
+    let webhooks = WebhookApp::new(
+        env.repository(),
+        PaymentAdapterRegistry::new()
             .register(Arc::new(AdyenAdapter::new(verify_only).expect("adapter"))),
-        clock: Arc::new(env.clock.clone()),
-    };
+        Arc::new(env.clock.clone()),
+    );
     Setup {
         env,
         fake,

@@ -516,11 +516,11 @@ impl Scenario {
             crashed: Notify::new(),
         });
         let (webhook_store, webhook_faults) = env.repository_with_own_faults();
-        let webhooks = WebhookApp {
-            store: webhook_store,
-            adapters: PaymentAdapterRegistry::new().register(adapter.clone()),
-            clock: Arc::new(env.clock.clone()),
-        };
+        let webhooks = WebhookApp::new(
+            webhook_store,
+            PaymentAdapterRegistry::new().register(adapter.clone()),
+            Arc::new(env.clock.clone()),
+        );
         // Ids may hold the key separator: keys must still be one per item.
         let batch_id = if rng.chance(0.2) {
             format!("b-sim:{seed:x}")

@@ -78,7 +78,7 @@ async fn poison_messages_are_dropped_with_a_reason_and_change_nothing() {
     ];
     for (body, expected) in cases {
         match handle_message(&app, message("m", body), None).await {
-            Disposition::Poison(reason) => assert!(
+            Disposition::Poison { reason, .. } => assert!(
                 reason.contains(expected),
                 "{reason:?} should say {expected:?}"
             ),

@@ -9,6 +9,7 @@ mod executor;
 mod fan_out;
 mod fault_simulation;
 mod lambda_handler;
+mod metrics;
 mod money_edges;
 mod ops_cli;
 mod pacing;

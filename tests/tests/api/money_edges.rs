@@ -151,7 +151,9 @@ async fn currency_codes_are_normalised_and_non_currencies_refused_up_front() {
         let batch_id = format!("b-code-{code}");
         env.seed_batch(&batch_id, "sandbox", code, &batch).await;
         match handle_message(&app, job_message(&batch_id), None).await {
-            Disposition::Poison(reason) => assert!(reason.contains(code), "{code}: {reason}"),
+            Disposition::Poison { reason, .. } => {
+                assert!(reason.contains(code), "{code}: {reason}")
+            }
             other => panic!("{code}: {other:?}"),
         }
         assert_eq!(

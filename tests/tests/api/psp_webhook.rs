@@ -36,11 +36,11 @@ impl Harness {
             SandboxPsp::new(Duration::ZERO)
                 .with_webhook_secrets(vec![SECRET.into(), OLD_SECRET.into()]),
         );
-        let app = WebhookApp {
-            store: env.repository(),
-            adapters: PaymentAdapterRegistry::new().register(psp.clone()),
-            clock: Arc::new(env.clock.clone()),
-        };
+        let app = WebhookApp::new(
+            env.repository(),
+            PaymentAdapterRegistry::new().register(psp.clone()),
+            Arc::new(env.clock.clone()),
+        );
         Harness { env, psp, app }
     }
 

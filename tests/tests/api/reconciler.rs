@@ -429,11 +429,11 @@ async fn with_every_webhook_refused_for_a_wrong_secret_the_sweep_still_pays_the_
         .execute_payout_batch("b-wrong-secret", None)
         .await
         .unwrap();
-    let app = psp_webhook::WebhookApp {
-        store: env.repository(),
-        adapters: PaymentAdapterRegistry::new().register(psp.clone()),
-        clock: Arc::new(env.clock.clone()),
-    };
+    let app = psp_webhook::WebhookApp::new(
+        env.repository(),
+        PaymentAdapterRegistry::new().register(psp.clone()),
+        Arc::new(env.clock.clone()),
+    );
     for transfer in psp.transfers() {
         let body = transfer_event_json(
             &format!("evt_{}", transfer.id),

@@ -99,6 +99,18 @@ pub enum ExecuteError {
 }
 
 impl ExecuteError {
+    /// A short, stable name of the reason (a metric dimension, a log field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecuteError::BatchNotFound(_) => "batch_not_found",
+            ExecuteError::UnknownProvider(_) => "unknown_provider",
+            ExecuteError::InvalidBatch { .. } => "invalid_batch",
+            ExecuteError::Store(StoreError::Malformed { .. }) => "malformed_batch",
+            ExecuteError::Store(_) => "store",
+            ExecuteError::UnpayableWithItemsInFlight { .. } => "unpayable_in_flight",
+        }
+    }
+
     /// Whether the job must be kept (retried later) rather than dropped as poison: store
     /// trouble, or a batch that needs a fix while items of it are in flight.
     pub fn is_retryable(&self) -> bool {
@@ -293,6 +305,11 @@ impl Executor {
         &self.store
     }
 
+    /// The adapters this executor pays through (their call statistics feed the metrics).
+    pub fn adapters(&self) -> &PaymentAdapterRegistry {
+        &self.adapters
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
@@ -438,6 +455,7 @@ impl Executor {
         let (mut summary, run_summary) = tokio::join!(read, run);
         summary.absorb(run_summary);
         summary.batch_id = batch_id.to_owned();
+        summary.provider.clone_from(&batch.provider);
         summary.resume_after = resume.into_resume_after();
         if !summary.needs_another_run() {
             // A batch whose items all ended without a transfer (pending_kyc, failed) gets no

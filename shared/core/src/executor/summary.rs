@@ -8,6 +8,8 @@ use serde::Serialize;
 #[serde(rename_all = "camelCase")]
 pub struct BatchSummary {
     pub batch_id: String,
+    /// The batch's provider (empty if the run never read the batch).
+    pub provider: String,
     /// Items read.
     pub total: u64,
     /// Items the PSP accepted in this run (now `processing`, or moved on by a webhook).

@@ -278,4 +278,31 @@ pub trait PaymentAdapter: WebhookVerifier {
     fn reconciliation_settle_delay(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// The PSP calls made since the last time this was asked, and how they went: the PSP-health
+    /// metrics (latency, 429s, 5xx). Adapters that make no HTTP calls have none.
+    fn take_call_stats(&self) -> PspCallStats {
+        PspCallStats::default()
+    }
+}
+
+/// How an adapter's PSP calls went over a span of time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PspCallStats {
+    /// Exchanges that got an answer.
+    pub answered: u64,
+    /// Answers `429 Too Many Requests`: the account's rate limit was exceeded.
+    pub rate_limited: u64,
+    /// Answers 5xx.
+    pub server_errors: u64,
+    /// Exchanges that got no complete answer (timeout, connection dropped).
+    pub no_answer: u64,
+    /// Milliseconds from sending to the whole answer, of the first [`PspCallStats::MAX_SAMPLES`]
+    /// answered exchanges.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl PspCallStats {
+    /// Latency samples kept between two takes (memory stays bounded in a long run).
+    pub const MAX_SAMPLES: usize = 10_000;
 }

@@ -92,6 +92,19 @@ pub enum WebhookError {
     NotConfigured { provider: String },
 }
 
+impl WebhookError {
+    /// A short, stable name of the reason (a metric dimension, a log field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookError::MissingSignature => "missing_signature",
+            WebhookError::BadSignature => "bad_signature",
+            WebhookError::StaleTimestamp { .. } => "stale_timestamp",
+            WebhookError::Malformed(_) => "malformed",
+            WebhookError::NotConfigured { .. } => "not_configured",
+        }
+    }
+}
+
 /// Verifies a PSP's webhook requests with its scheme and secrets, and normalizes their events.
 /// Async, since some PSPs verify through an API call.
 #[async_trait::async_trait]

@@ -503,6 +503,10 @@ impl PaymentAdapter for AdyenAdapter {
     fn reconciliation_settle_delay(&self) -> Duration {
         self.settle_delay
     }
+
+    fn take_call_stats(&self) -> payouts_core::ports::payment::PspCallStats {
+        self.http.take_stats()
+    }
 }
 
 /// The transfer among those found for one item (listed oldest first). A transfer Adyen refused

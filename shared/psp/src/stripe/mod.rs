@@ -405,6 +405,10 @@ impl PaymentAdapter for StripeAdapter {
     fn reconciliation_settle_delay(&self) -> Duration {
         self.settle_delay
     }
+
+    fn take_call_stats(&self) -> payouts_core::ports::payment::PspCallStats {
+        self.http.take_stats()
+    }
 }
 
 /// The transfer among those found for one item; more than one means the item was paid twice,
