@@ -219,6 +219,9 @@ fn allowed(template: &Value, function: &str) -> BTreeSet<(String, String)> {
     pairs
 }
 
+/// What `Tracing: Active` needs: X-Ray's write actions, which take no narrower resource.
+const XRAY: (&str, &[&str]) = ("*", &["xray:PutTraceSegments", "xray:PutTelemetryRecords"]);
+
 fn pairs(expected: &[(&str, &[&str])]) -> BTreeSet<(String, String)> {
     expected
         .iter()
@@ -258,6 +261,7 @@ fn payout_execute_may_do_only_what_it_does() {
             "PayoutExecuteLogGroup.Arn",
             &["logs:CreateLogStream", "logs:PutLogEvents"],
         ),
+        XRAY,
     ]);
     assert_eq!(allowed(&template(), "PayoutExecuteFunction"), expected);
 }
@@ -279,6 +283,7 @@ fn psp_webhook_may_do_only_what_it_does() {
             "PspWebhookLogGroup.Arn",
             &["logs:CreateLogStream", "logs:PutLogEvents"],
         ),
+        XRAY,
     ]);
     assert_eq!(allowed(&template(), "PspWebhookFunction"), expected);
 }
@@ -303,6 +308,7 @@ fn payout_reconcile_may_do_only_what_it_does() {
             "PayoutReconcileLogGroup.Arn",
             &["logs:CreateLogStream", "logs:PutLogEvents"],
         ),
+        XRAY,
     ]);
     let template = template();
     assert_eq!(allowed(&template, "PayoutReconcileFunction"), expected);
@@ -646,4 +652,152 @@ fn no_configuration_can_exceed_a_psp_accounts_request_budget() {
             .unwrap()
             <= 1000
     );
+}
+
+/// The metrics each function emits, by its `Function` dimension value.
+fn emitted(function: &str) -> Vec<&'static str> {
+    let psp = payouts_core::metrics::PSP_METRICS.iter().copied();
+    match function {
+        "payout-execute" => payout_execute::emitted_metrics(),
+        "psp-webhook" => psp_webhook::WEBHOOK_METRICS.to_vec(),
+        "payout-reconcile" => payout_reconcile::SWEEP_METRICS
+            .iter()
+            .copied()
+            .chain(psp)
+            .collect(),
+        other => panic!("no function {other} emits metrics"),
+    }
+}
+
+fn alarms(template: &Value) -> Vec<(&String, &Value)> {
+    template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(id, r)| (id, &r["Properties"]))
+        .collect()
+}
+
+/// Every way the service fails quietly has an alarm; every alarm tells the topic when it fires
+/// and when it clears; and every alarm on the service's own metrics watches a metric the code
+/// emits, under the dimension it emits it with.
+#[test]
+fn every_silent_failure_has_an_alarm_with_a_topic_and_an_ok_action() {
+    let template = template();
+    let alarms = alarms(&template);
+    let topic =
+        json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]});
+    for (id, alarm) in &alarms {
+        assert_eq!(alarm["AlarmActions"], topic, "{id}");
+        assert_eq!(alarm["OKActions"], topic, "{id}");
+        assert_eq!(alarm["TreatMissingData"], "notBreaching", "{id}");
+        assert!(
+            alarm["AlarmDescription"]
+                .as_str()
+                .is_some_and(|d| d.len() > 20),
+            "{id}"
+        );
+        if alarm["Namespace"] == "Payouts" {
+            let dimensions = alarm["Dimensions"].as_array().unwrap();
+            assert_eq!(
+                dimensions.len(),
+                1,
+                "{id}: alarms watch the Function-only set"
+            );
+            assert_eq!(dimensions[0]["Name"], "Function", "{id}");
+            let function = dimensions[0]["Value"].as_str().unwrap();
+            let metric = alarm["MetricName"].as_str().unwrap();
+            assert!(
+                emitted(function).contains(&metric),
+                "{id}: {function} does not emit {metric}"
+            );
+        }
+    }
+    let watched = |namespace: &str, metric: &str, dimension: &str| {
+        alarms.iter().any(|(_, a)| {
+            a["Namespace"] == namespace
+                && a["MetricName"] == metric
+                && a["Dimensions"].to_string().contains(dimension)
+        })
+    };
+    for (namespace, metric, dimension) in [
+        ("Payouts", "DoublePayments", "payout-execute"),
+        ("Payouts", "PoisonMessages", "payout-execute"),
+        ("Payouts", "PspRateLimited", "payout-execute"),
+        ("Payouts", "WebhookRejected", "psp-webhook"),
+        ("Payouts", "StuckItems", "payout-reconcile"),
+        ("Payouts", "OrphanTransfers", "payout-reconcile"),
+        ("AWS/Lambda", "Url4xxCount", "PspWebhookFunction"),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "PayoutJobsQueue",
+        ),
+        (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            "PayoutJobsDeadLetterQueue",
+        ),
+    ] {
+        assert!(
+            watched(namespace, metric, dimension),
+            "no alarm on {namespace} {metric} ({dimension})"
+        );
+    }
+    for function in [
+        "PayoutExecuteFunction",
+        "PspWebhookFunction",
+        "PayoutReconcileFunction",
+    ] {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                watched("AWS/Lambda", metric, function),
+                "no {metric} alarm on {function}"
+            );
+        }
+    }
+    assert_eq!(template["Globals"]["Function"]["Tracing"], "Active");
+}
+
+/// The dashboard's widgets show metrics the functions emit, under their dimensions.
+#[test]
+fn the_dashboard_shows_only_metrics_the_functions_emit() {
+    let template = template();
+    let body = props(&template, "PayoutsDashboard")["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("DashboardBody: Fn::Sub of the JSON");
+    // CloudFormation substitutes ${...}; any string stands in for it here.
+    let substituted = regex_free_substitute(body);
+    let dashboard: Value = serde_json::from_str(&substituted).expect("the dashboard is JSON");
+    let mut shown = 0;
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        for row in widget["properties"]["metrics"].as_array().unwrap() {
+            let row = row.as_array().unwrap();
+            if row[0] == "Payouts" {
+                assert_eq!(row[2], "Function");
+                let (function, metric) = (row[3].as_str().unwrap(), row[1].as_str().unwrap());
+                assert!(
+                    emitted(function).contains(&metric),
+                    "{function} does not emit {metric}"
+                );
+                shown += 1;
+            }
+        }
+    }
+    assert!(shown >= 20, "{shown} of the service's metrics shown");
+}
+
+/// `body` with every `${...}` replaced by `X`.
+fn regex_free_substitute(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed ${") + start;
+        out.push('X');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
