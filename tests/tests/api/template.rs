@@ -801,3 +801,47 @@ fn regex_free_substitute(body: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Every deploy publishes a version behind `live`, shifted to gradually in prod and rolled back
+/// by the function's own alarms; the webhook URL, the queue and the schedule invoke the alias.
+#[test]
+fn deploys_shift_traffic_and_roll_back_on_the_functions_alarms() {
+    let template = template();
+    assert_eq!(template["Globals"]["Function"]["AutoPublishAlias"], "live");
+    for (function, must_watch) in [
+        (
+            "PayoutExecuteFunction",
+            &["PayoutExecuteErrorsAlarm", "DoublePaymentAlarm"][..],
+        ),
+        (
+            "PspWebhookFunction",
+            &["PspWebhookErrorsAlarm", "WebhookRejectedAlarm"][..],
+        ),
+        (
+            "PayoutReconcileFunction",
+            &["PayoutReconcileErrorsAlarm"][..],
+        ),
+    ] {
+        let preference = &props(&template, function)["DeploymentPreference"];
+        assert_eq!(
+            preference["Type"],
+            json!({"Fn::If": ["IsProd", "Canary10Percent5Minutes", "AllAtOnce"]}),
+            "{function}"
+        );
+        let alarms: Vec<String> = preference["Alarms"]
+            .as_array()
+            .expect("rollback alarms")
+            .iter()
+            .map(name)
+            .collect();
+        for alarm in must_watch {
+            assert!(
+                alarms.contains(&(*alarm).to_owned()),
+                "{function} rolls back on {alarm}"
+            );
+        }
+        for alarm in &alarms {
+            assert_eq!(resource(&template, alarm)["Type"], "AWS::CloudWatch::Alarm");
+        }
+    }
+}
