@@ -7,6 +7,7 @@ use crate::codec::{Record, get_n, get_s, n, s, status, status_of, unavailable, u
 use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted, uncounted};
 use crate::expression::Expression;
 use crate::schema::{EVENT_RETENTION_SECS, PROVIDER_PAYOUT_ID_INDEX, attr, keys};
+use crate::schema::{HistoryMove, history_entry};
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -199,6 +200,30 @@ impl DynamoDbRepository {
                 .set(attr::REVERSAL_REASON, s(reason))
                 .set(attr::REVERSAL_EVENT_ID, s(&event.event_id)),
         };
+        let (movement, detail) = match kind {
+            PaymentEventKind::Paid => (
+                HistoryMove::Status {
+                    from: expected,
+                    to: ItemStatus::Paid,
+                },
+                event
+                    .provider_payout_id
+                    .as_deref()
+                    .unwrap_or(&event.event_id)
+                    .to_owned(),
+            ),
+            PaymentEventKind::Failed { reason } => (
+                HistoryMove::Status {
+                    from: expected,
+                    to: ItemStatus::Failed,
+                },
+                reason.clone(),
+            ),
+            PaymentEventKind::Reversed { reason } => (HistoryMove::Reversal, reason.clone()),
+        };
+        // The attempt is not read here (the write guesses the item's state): 0 in the entry.
+        expression =
+            expression.append_to_list(attr::HISTORY, history_entry(now_ms, movement, 0, &detail));
         if let Some(ppid) = &event.provider_payout_id {
             // The transfer is the item's own: recorded already, or not yet recorded at all.
             expression = expression

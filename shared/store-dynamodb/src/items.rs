@@ -8,6 +8,7 @@ use crate::codec::{
 };
 use crate::counts::{CONFLICT_ATTEMPTS, cancellation, conflict_pause, conflicted, uncounted};
 use crate::expression::Expression;
+use crate::schema::{HistoryMove, history_entry};
 use crate::schema::{attr, keys};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -254,7 +255,19 @@ impl DynamoDbRepository {
         let mut expression = Expression::new()
             .set(attr::STATUS, status(ItemStatus::PendingKyc))
             .set(attr::FAILURE_REASON, s(reason))
-            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+            .append_to_list(
+                attr::HISTORY,
+                history_entry(
+                    now_ms,
+                    HistoryMove::Status {
+                        from: item.status,
+                        to: ItemStatus::PendingKyc,
+                    },
+                    seen.attempt,
+                    reason,
+                ),
+            );
         expression = if item.status == ItemStatus::Failed && seen.reconcile_since_ms.is_none() {
             // The PSP stored its rejection under the current key: the next attempt must not
             // replay it, so the item leaves `failed` on the next generation (written once:
@@ -297,7 +310,19 @@ impl DynamoDbRepository {
             )
             .set(attr::STATUS, status(ItemStatus::Failed))
             .set(attr::FAILURE_REASON, s(reason))
-            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
+            .append_to_list(
+                attr::HISTORY,
+                history_entry(
+                    now_ms,
+                    HistoryMove::Status {
+                        from: item.status,
+                        to: ItemStatus::Failed,
+                    },
+                    item.attempt.attempt,
+                    reason,
+                ),
+            );
         let expression = unchanged_since_read(expression, item);
         self.transition(
             &item.batch_id,
@@ -343,7 +368,19 @@ impl DynamoDbRepository {
             .set(attr::KEY_GENERATION, n(claim.key_generation))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
             .set(attr::ITEM_PROVIDER, s(provider))
-            .remove(attr::FAILURE_REASON);
+            .remove(attr::FAILURE_REASON)
+            .append_to_list(
+                attr::HISTORY,
+                history_entry(
+                    now_ms,
+                    HistoryMove::Status {
+                        from: item.status,
+                        to: ItemStatus::Submitting,
+                    },
+                    claim.attempt,
+                    &format!("claimed, key generation {}", claim.key_generation),
+                ),
+            );
         if next_generation {
             expression = retire_transfer(expression, item.provider_payout_id.as_deref())
                 .require_absent(attr::RECONCILE_SINCE)
@@ -378,7 +415,19 @@ impl DynamoDbRepository {
             .set(attr::PROVIDER_PAYOUT_ID, s(provider_payout_id))
             .remove(attr::LEASE_UNTIL)
             .remove(attr::FAILURE_REASON)
-            .remove(attr::RECONCILE_SINCE);
+            .remove(attr::RECONCILE_SINCE)
+            .append_to_list(
+                attr::HISTORY,
+                history_entry(
+                    now_ms,
+                    HistoryMove::Status {
+                        from: ItemStatus::Submitting,
+                        to: ItemStatus::Processing,
+                    },
+                    claim.attempt,
+                    provider_payout_id,
+                ),
+            );
         self.transition(
             &claim.batch_id,
             &claim.item_id,
@@ -399,7 +448,19 @@ impl DynamoDbRepository {
         let expression = fenced(claim, now_ms)
             .set(attr::STATUS, status(ItemStatus::Failed))
             .set(attr::FAILURE_REASON, s(reason))
-            .remove(attr::LEASE_UNTIL);
+            .remove(attr::LEASE_UNTIL)
+            .append_to_list(
+                attr::HISTORY,
+                history_entry(
+                    now_ms,
+                    HistoryMove::Status {
+                        from: ItemStatus::Submitting,
+                        to: ItemStatus::Failed,
+                    },
+                    claim.attempt,
+                    reason,
+                ),
+            );
         let expression = mark_key(expression, key, now_ms);
         self.transition(
             &claim.batch_id,

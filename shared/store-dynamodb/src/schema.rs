@@ -42,6 +42,9 @@ pub mod attr {
     /// Added by the executor: transfers the PSP made for the item after another transfer was
     /// already recorded on it (a double payment to investigate and recover).
     pub const DUPLICATE_PAYOUT_IDS: &str = "duplicatePayoutIds";
+    /// The item's timeline: a list of maps appended by every status write, in the same request
+    /// ([`super::history_entry`]).
+    pub const HISTORY: &str = "history";
     /// Added by the executor: transfers of earlier key generations, which no event may settle
     /// the item by any more.
     pub const PREVIOUS_PAYOUT_IDS: &str = "previousPayoutIds";
@@ -163,3 +166,50 @@ pub const EVENT_RETENTION_SECS: u64 = 30 * 24 * 3600;
 /// How many counter shards a batch has (`COUNTS#00` … `COUNTS#15`): status changes of
 /// different items rarely touch the same record, so concurrent events do not conflict.
 pub const COUNTER_SHARDS: u32 = 16;
+
+/// The longest `detail` a timeline entry keeps (a PSP's message can be long; the item record
+/// stays well under 1 KB per write unit).
+pub const HISTORY_DETAIL_MAX: usize = 200;
+
+/// What a timeline entry records: a status change, or an event that changes no status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryMove {
+    Status {
+        from: payouts_core::domain::ItemStatus,
+        to: payouts_core::domain::ItemStatus,
+    },
+    /// A reversal: recorded on the item whatever its status.
+    Reversal,
+}
+
+/// One timeline entry: when (RFC 3339), the status left and entered (`event: "reversal"`
+/// instead for a reversal), the attempt (0 where the write does not know it), and the transfer
+/// id or the reason.
+pub fn history_entry(
+    at_ms: u64,
+    movement: HistoryMove,
+    attempt: u64,
+    detail: &str,
+) -> aws_sdk_dynamodb::types::AttributeValue {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let detail: String = detail.chars().take(HISTORY_DETAIL_MAX).collect();
+    let mut entry: std::collections::HashMap<String, AttributeValue> = [
+        (
+            "at".to_owned(),
+            AttributeValue::S(payouts_core::clock::rfc3339_from_ms(at_ms)),
+        ),
+        ("attempt".to_owned(), AttributeValue::N(attempt.to_string())),
+        ("detail".to_owned(), AttributeValue::S(detail)),
+    ]
+    .into();
+    match movement {
+        HistoryMove::Status { from, to } => {
+            entry.insert("from".into(), AttributeValue::S(from.as_str().to_owned()));
+            entry.insert("to".into(), AttributeValue::S(to.as_str().to_owned()));
+        }
+        HistoryMove::Reversal => {
+            entry.insert("event".into(), AttributeValue::S("reversal".to_owned()));
+        }
+    }
+    AttributeValue::M(entry)
+}

@@ -4,6 +4,8 @@
 use integration_tests::{TestEnv, items, test_config, verified_users};
 use payouts_core::domain::ItemStatus;
 use payouts_core::executor::ExecutorConfig;
+use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
+use payouts_core::settlement::apply_payment_event;
 use payouts_psp::sandbox::{SandboxFault, SandboxPsp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -484,4 +486,153 @@ async fn an_interrupted_item_whose_recipient_lost_verification_is_retried_not_pa
         ItemStatus::Submitting
     );
     assert_eq!(psp.transfers_for_item("b-revoked", "item-00001"), 1);
+}
+
+/// The item's timeline, as `payouts-ops item` shows it: (from, to, attempt, detail) per entry.
+async fn timeline(
+    env: &TestEnv,
+    batch_id: &str,
+    item_id: &str,
+) -> Vec<(String, String, u64, String)> {
+    use payouts_store_dynamodb::s;
+    use payouts_store_dynamodb::schema::{attr, keys};
+    let record = env
+        .client()
+        .get_item()
+        .table_name(env.store.payouts_table())
+        .key(attr::PK, s(keys::batch_pk(batch_id)))
+        .key(attr::SK, s(keys::item_sk(item_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let field =
+        |entry: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+         name: &str| {
+            entry
+                .get(name)
+                .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+    record
+        .get(attr::HISTORY)
+        .map(|h| h.as_l().unwrap().clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| {
+            let entry = entry.as_m().unwrap();
+            assert!(field(entry, "at").ends_with('Z'), "{entry:?}");
+            let from = if entry.contains_key("event") {
+                field(entry, "event")
+            } else {
+                field(entry, "from")
+            };
+            (
+                from,
+                field(entry, "to"),
+                field(entry, "attempt").parse().unwrap(),
+                field(entry, "detail"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_status_write_appends_to_the_items_timeline_in_the_same_request() {
+    let env = TestEnv::start().await;
+    let mut batch = items(3, "7.00");
+    batch.push(("item-kyc".into(), "user-kyc".into(), "7.00".into()));
+    env.seed_batch("b-timeline", "sandbox", "USD", &batch).await;
+    env.seed_users(&verified_users(&batch[..3])).await;
+    let psp = sandbox(0);
+    psp.inject(
+        "acct_user-00002",
+        SandboxFault::Reject {
+            code: "account_closed".into(),
+            message: "the destination account is closed".into(),
+        },
+        1,
+    );
+    env.executor(&psp, test_config())
+        .execute_payout_batch("b-timeline", None)
+        .await
+        .unwrap();
+    let writes = env.requests.by_operation();
+    assert_eq!(
+        (writes.get("TransactWriteItems"), writes.get("UpdateItem")),
+        (Some(&8), Some(&1)),
+        "the timeline rides on the status writes: 7 moves (3 claims, 2 records, 1 rejection, 1 \
+         pending_kyc) and the batch's count in transactions, the batch record's update, nothing \
+         more: {writes:?}"
+    );
+
+    let transfer = psp.transfers()[0].id.clone();
+    let paid = timeline(&env, "b-timeline", "item-00001").await;
+    assert_eq!(
+        paid,
+        vec![
+            (
+                "pending".into(),
+                "submitting".into(),
+                1,
+                "claimed, key generation 0".into()
+            ),
+            ("submitting".into(), "processing".into(), 1, transfer),
+        ]
+    );
+    // Settlement appends too: the paid event, then a reversal (which moves no status).
+    for (id, kind) in [
+        ("evt_paid", PaymentEventKind::Paid),
+        (
+            "evt_reversed",
+            PaymentEventKind::Reversed {
+                reason: "returned by the bank".into(),
+            },
+        ),
+    ] {
+        let event = PaymentEvent {
+            event_id: id.into(),
+            event_type: "test".into(),
+            kind: Some(kind),
+            provider_payout_id: Some(paid[1].3.clone()),
+            reference: Some(ItemReference {
+                batch_id: "b-timeline".into(),
+                item_id: "item-00001".into(),
+            }),
+        };
+        apply_payment_event(&env.store, &env.clock, "sandbox", &event)
+            .await
+            .unwrap();
+    }
+    let settled = timeline(&env, "b-timeline", "item-00001").await;
+    assert_eq!(settled.len(), 4, "{settled:?}");
+    assert_eq!(
+        settled[2],
+        ("processing".into(), "paid".into(), 0, paid[1].3.clone())
+    );
+    assert_eq!(
+        settled[3],
+        (
+            "reversal".into(),
+            String::new(),
+            0,
+            "returned by the bank".into()
+        )
+    );
+    let failed = timeline(&env, "b-timeline", "item-00002").await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(
+        (failed[1].0.as_str(), failed[1].1.as_str()),
+        ("submitting", "failed")
+    );
+    assert!(failed[1].3.contains("account_closed"), "{failed:?}");
+    let kyc = timeline(&env, "b-timeline", "item-kyc").await;
+    assert_eq!(kyc.len(), 1, "{kyc:?}");
+    assert_eq!(
+        (kyc[0].0.as_str(), kyc[0].1.as_str()),
+        ("pending", "pending_kyc")
+    );
 }
