@@ -9,6 +9,7 @@ use payouts_core::ports::queue::JobQueue;
 use payouts_core::reconciler::Reconciler;
 use payouts_psp::registry::registry_from_settings;
 use payouts_queue_sqs::SqsJobQueue;
+use payouts_secrets_aws::SecretsManagerStore;
 use payouts_store_dynamodb::DynamoDbRepository;
 use std::sync::Arc;
 
@@ -16,9 +17,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = ReconcileSettings::from_env(&Env::from_process())?;
-    let adapters = registry_from_settings(&settings.psp)?;
-    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
     let aws = aws_config::load_from_env().await;
+    // Secrets named in the settings are read when first needed, not here: start-up makes no call.
+    let secrets = SecretsManagerStore::source_for(&settings.psp, || {
+        aws_sdk_secretsmanager::Client::new(&aws)
+    });
+    let adapters = registry_from_settings(&settings.psp, secrets.as_ref())?;
+    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
     let store = DynamoDbRepository::new(
         aws_sdk_dynamodb::Client::new(&aws),
         &settings.payouts_table,

@@ -224,6 +224,15 @@ async fn answer(
             );
             return (refused, tally);
         }
+        Err(err @ WebhookError::SecretUnavailable(_)) => {
+            error!(provider, error = %err, "webhook secret could not be read: the PSP will redeliver");
+            tally.rejected = Some(err.code());
+            let unavailable = WebhookResponse::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "temporarily unavailable, retry" }),
+            );
+            return (unavailable, tally);
+        }
         Err(err) => {
             tally.rejected = Some(err.code());
             return (

@@ -6,6 +6,7 @@ use lambda_http::{Body, Error, Request, Response, service_fn};
 use payouts_config::{Env, WebhookSettings};
 use payouts_core::clock::SystemClock;
 use payouts_psp::registry::registry_from_settings;
+use payouts_secrets_aws::SecretsManagerStore;
 use payouts_store_dynamodb::DynamoDbRepository;
 use psp_webhook::{WebhookApp, handle_webhook};
 use std::sync::Arc;
@@ -14,9 +15,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let settings = WebhookSettings::from_env(&Env::from_process())?;
-    let adapters = registry_from_settings(&settings.psp)?;
-    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
     let aws = aws_config::load_from_env().await;
+    // Secrets named in the settings are read when first needed, not here: start-up makes no call.
+    let secrets = SecretsManagerStore::source_for(&settings.psp, || {
+        aws_sdk_secretsmanager::Client::new(&aws)
+    });
+    let adapters = registry_from_settings(&settings.psp, secrets.as_ref())?;
+    tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
     let store = DynamoDbRepository::payouts_only(
         aws_sdk_dynamodb::Client::new(&aws),
         &settings.payouts_table,

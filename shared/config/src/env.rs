@@ -46,6 +46,18 @@ impl Env {
             .collect()
     }
 
+    /// `<name>_SECRET_ID`: the Secrets Manager secret (name or ARN) that holds setting `name`,
+    /// read at run time. Setting both the value and its secret is a conflict.
+    pub fn secret_id(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let id = self.value(&format!("{name}_SECRET_ID"));
+        if id.is_some() && self.value(name).is_some() {
+            return Err(ConfigError::Conflict(format!(
+                "{name} and {name}_SECRET_ID are both set: set only {name}_SECRET_ID (the secret's name; deployed functions never hold the value) or, in a local run, only {name}"
+            )));
+        }
+        Ok(id)
+    }
+
     /// A positive number of seconds under a day.
     pub fn seconds(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
         self.parsed(name, "a positive number of seconds under a day", |v| {
@@ -81,6 +93,7 @@ impl Env {
             (1, 1000) => "an integer from 1 to 1000",
             (1, 10_000) => "an integer from 1 to 10000",
             (1, 1_000_000) => "an integer from 1 to 1000000",
+            (1, 300) => "an integer from 1 to 300",
             _ => "an integer in the documented range",
         };
         self.parsed(name, expected, |v| {

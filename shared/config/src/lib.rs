@@ -260,6 +260,50 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_is_named_or_given_never_both() {
+        let named = execute(&[
+            (
+                "STRIPE_SECRET_KEY_SECRET_ID",
+                "payouts/prod/stripe-secret-key",
+            ),
+            (
+                "STRIPE_WEBHOOK_SECRET_SECRET_ID",
+                "payouts/prod/stripe-webhook-secret",
+            ),
+        ])
+        .unwrap();
+        let stripe = named.psp.stripe.as_ref().unwrap();
+        assert_eq!(stripe.secret_key, None, "no value in the environment");
+        assert_eq!(
+            stripe.secret_key_id.as_deref(),
+            Some("payouts/prod/stripe-secret-key")
+        );
+        assert!(named.psp.reads_stored_secrets());
+        assert_eq!(named.psp.secrets_ttl, Duration::from_secs(300));
+        let both = execute(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            (
+                "STRIPE_SECRET_KEY_SECRET_ID",
+                "payouts/prod/stripe-secret-key",
+            ),
+        ]);
+        assert!(
+            matches!(&both, Err(ConfigError::Conflict(m)) if m.contains("STRIPE_SECRET_KEY_SECRET_ID")),
+            "{both:?}"
+        );
+        assert!(matches!(
+            execute(&[
+                ("STRIPE_SECRET_KEY", "sk_test_x"),
+                ("SECRETS_CACHE_SECONDS", "301")
+            ]),
+            Err(ConfigError::Invalid {
+                name: "SECRETS_CACHE_SECONDS",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn every_invalid_value_is_an_error_naming_the_variable() {
         for (name, value) in [
             ("PAYOUT_CONCURRENCY", "0"),

@@ -82,11 +82,25 @@ impl PspSettings {
 }
 
 /// The settings of every PSP this deployment may pay through; `None` = not enabled here.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PspSettings {
     pub sandbox: Option<SandboxSettings>,
     pub stripe: Option<StripeSettings>,
     pub adyen: Option<AdyenSettings>,
+    /// `SECRETS_CACHE_SECONDS` (default and most 300): how long a secret read from Secrets
+    /// Manager is used before it is read again, so a rotation reaches running functions.
+    pub secrets_ttl: Duration,
+}
+
+impl Default for PspSettings {
+    fn default() -> Self {
+        PspSettings {
+            sandbox: None,
+            stripe: None,
+            adyen: None,
+            secrets_ttl: PspSettings::DEFAULT_SECRETS_TTL,
+        }
+    }
 }
 
 impl PspSettings {
@@ -95,7 +109,31 @@ impl PspSettings {
             sandbox: SandboxSettings::from_env(env)?,
             stripe: StripeSettings::from_env(env)?,
             adyen: AdyenSettings::from_env(env)?,
+            secrets_ttl: match env.integer("SECRETS_CACHE_SECONDS", 1..=300)? {
+                Some(seconds) => Duration::from_secs(u64::from(seconds)),
+                None => Self::DEFAULT_SECRETS_TTL,
+            },
         })
+    }
+
+    /// Five minutes: a rotation reaches every running function within it.
+    pub const DEFAULT_SECRETS_TTL: Duration = Duration::from_secs(300);
+
+    /// Whether any setting names a secret to read at run time.
+    pub fn reads_stored_secrets(&self) -> bool {
+        let sandbox = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.webhook_secret_id.as_ref());
+        let stripe = self
+            .stripe
+            .as_ref()
+            .and_then(|s| s.secret_key_id.as_ref().or(s.webhook_secret_id.as_ref()));
+        let adyen = self
+            .adyen
+            .as_ref()
+            .and_then(|s| s.api_key_id.as_ref().or(s.hmac_key_id.as_ref()));
+        sandbox.or(stripe).or(adyen).is_some()
     }
 }
 
@@ -106,6 +144,8 @@ pub struct SandboxSettings {
     pub latency: Duration,
     /// `SANDBOX_WEBHOOK_SECRET`, comma-separated during a rotation (newest first).
     pub webhook_secrets: Vec<Secret>,
+    /// `SANDBOX_WEBHOOK_SECRET_SECRET_ID`: the secret holding them, read at run time.
+    pub webhook_secret_id: Option<String>,
 }
 
 impl SandboxSettings {
@@ -116,6 +156,7 @@ impl SandboxSettings {
         }
         Ok(Some(SandboxSettings {
             latency: env.millis("SANDBOX_PSP_LATENCY_MS")?.unwrap_or_default(),
+            webhook_secret_id: env.secret_id("SANDBOX_WEBHOOK_SECRET")?,
             webhook_secrets: env.secrets("SANDBOX_WEBHOOK_SECRET"),
         }))
     }
@@ -128,8 +169,12 @@ pub struct StripeSettings {
     pub api_base: String,
     /// `STRIPE_SECRET_KEY`; `None` in the webhook function, whose adapter only verifies events.
     pub secret_key: Option<Secret>,
+    /// `STRIPE_SECRET_KEY_SECRET_ID`: the secret holding the key, read at run time.
+    pub secret_key_id: Option<String>,
     /// `STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation.
     pub webhook_secrets: Vec<Secret>,
+    /// `STRIPE_WEBHOOK_SECRET_SECRET_ID`: the secret holding them, read at run time.
+    pub webhook_secret_id: Option<String>,
     /// `STRIPE_REQUEST_BUDGET` (the account's requests per second) and this process's share.
     pub budget: RequestBudget,
     /// `STRIPE_TIMEOUT_SECONDS`: bound on one HTTP exchange.
@@ -154,22 +199,33 @@ impl StripeSettings {
         StripeSettings {
             api_base: Self::DEFAULT_API_BASE.to_owned(),
             secret_key: (!secret_key.is_empty()).then(|| Secret::from(secret_key)),
+            secret_key_id: None,
             webhook_secrets: Vec::new(),
+            webhook_secret_id: None,
             budget: RequestBudget::alone(Self::DEFAULT_REQUEST_BUDGET),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             settle_delay: Self::DEFAULT_SETTLE_DELAY,
         }
     }
 
-    /// Present when `STRIPE_SECRET_KEY` or `STRIPE_WEBHOOK_SECRET` is set.
+    /// Present when `STRIPE_SECRET_KEY` or `STRIPE_WEBHOOK_SECRET` is set, or the secret
+    /// holding either (`…_SECRET_ID`).
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let secret_key = env.value("STRIPE_SECRET_KEY");
         let webhook_secrets = env.secrets("STRIPE_WEBHOOK_SECRET");
-        if secret_key.is_none() && webhook_secrets.is_empty() {
+        let secret_key_id = env.secret_id("STRIPE_SECRET_KEY")?;
+        let webhook_secret_id = env.secret_id("STRIPE_WEBHOOK_SECRET")?;
+        if secret_key.is_none()
+            && webhook_secrets.is_empty()
+            && secret_key_id.is_none()
+            && webhook_secret_id.is_none()
+        {
             return Ok(None);
         }
         let mut settings = StripeSettings::new(secret_key.as_deref().unwrap_or_default());
         settings.webhook_secrets = webhook_secrets;
+        settings.secret_key_id = secret_key_id;
+        settings.webhook_secret_id = webhook_secret_id;
         if let Some(base) = env.value("STRIPE_API_BASE") {
             settings.api_base = base;
         }
@@ -200,6 +256,11 @@ pub struct AdyenSettings {
     /// `ADYEN_HMAC_KEY`: the webhook endpoint's HMAC keys, hex as Adyen's Customer Area shows
     /// them, comma-separated during a rotation (newest first). Checked to be hex at start-up.
     pub hmac_keys: Vec<Secret>,
+    /// `ADYEN_API_KEY_SECRET_ID`: the secret holding the API key, read at run time.
+    pub api_key_id: Option<String>,
+    /// `ADYEN_HMAC_KEY_SECRET_ID`: the secret holding the HMAC keys, read at run time (checked
+    /// to be hex when read).
+    pub hmac_key_id: Option<String>,
     /// `ADYEN_BALANCE_ACCOUNT_ID`: the platform's balance account payouts are made from; required
     /// with `ADYEN_API_KEY`. In the webhook function it narrows events to that account's side.
     pub balance_account_id: Option<String>,
@@ -231,6 +292,8 @@ impl AdyenSettings {
             api_base: Self::DEFAULT_API_BASE.to_owned(),
             api_key: (!api_key.is_empty()).then(|| Secret::from(api_key)),
             hmac_keys: Vec::new(),
+            api_key_id: None,
+            hmac_key_id: None,
             balance_account_id: (!balance_account_id.is_empty())
                 .then(|| balance_account_id.to_owned()),
             budget: RequestBudget::alone(Self::DEFAULT_REQUEST_BUDGET),
@@ -244,7 +307,13 @@ impl AdyenSettings {
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let api_key = env.value("ADYEN_API_KEY");
         let hmac_keys = env.secrets("ADYEN_HMAC_KEY");
-        if api_key.is_none() && hmac_keys.is_empty() {
+        let api_key_id = env.secret_id("ADYEN_API_KEY")?;
+        let hmac_key_id = env.secret_id("ADYEN_HMAC_KEY")?;
+        if api_key.is_none()
+            && hmac_keys.is_empty()
+            && api_key_id.is_none()
+            && hmac_key_id.is_none()
+        {
             return Ok(None);
         }
         if hmac_keys.iter().any(|key| !is_hmac_key(key.expose())) {
@@ -255,7 +324,7 @@ impl AdyenSettings {
             });
         }
         let balance_account_id = env.value("ADYEN_BALANCE_ACCOUNT_ID");
-        if api_key.is_some() && balance_account_id.is_none() {
+        if (api_key.is_some() || api_key_id.is_some()) && balance_account_id.is_none() {
             return Err(ConfigError::Missing("ADYEN_BALANCE_ACCOUNT_ID"));
         }
         let mut settings = AdyenSettings::new(
@@ -263,6 +332,8 @@ impl AdyenSettings {
             balance_account_id.as_deref().unwrap_or_default(),
         );
         settings.hmac_keys = hmac_keys;
+        settings.api_key_id = api_key_id;
+        settings.hmac_key_id = hmac_key_id;
         if let Some(base) = env.value("ADYEN_API_BASE") {
             settings.api_base = base;
         }
@@ -281,6 +352,6 @@ impl AdyenSettings {
 }
 
 /// Whether `key` is usable as an Adyen HMAC key: hex, whole bytes, not empty.
-fn is_hmac_key(key: &str) -> bool {
+pub fn is_hmac_key(key: &str) -> bool {
     !key.is_empty() && key.len().is_multiple_of(2) && key.bytes().all(|b| b.is_ascii_hexdigit())
 }

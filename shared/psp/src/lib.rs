@@ -8,4 +8,5 @@ pub mod http;
 pub mod rate_limit;
 pub mod registry;
 pub mod sandbox;
+pub mod secrets;
 pub mod stripe;

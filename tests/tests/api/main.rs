@@ -15,6 +15,7 @@ mod ops_cli;
 mod pacing;
 mod psp_webhook;
 mod reconciler;
+mod secrets;
 mod sqs_queue;
 mod stripe;
 mod template;

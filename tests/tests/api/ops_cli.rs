@@ -233,7 +233,7 @@ async fn unknown_batches_exit_with_batch_not_found_and_nothing_is_enqueued() {
 /// it: a test that passes without running would prove nothing.
 pub(crate) struct Moto {
     child: std::process::Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Moto {

@@ -211,12 +211,33 @@ fn allowed(template: &Value, function: &str) -> BTreeSet<(String, String)> {
             assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
             for action in one_or_many(&statement["Action"]) {
                 for resource in one_or_many(&statement["Resource"]) {
+                    // A conditional resource: what it grants when the condition holds.
+                    let resource = match resource["Fn::If"].as_array() {
+                        Some(branches) => {
+                            assert_eq!(branches[2], json!({"Ref": "AWS::NoValue"}));
+                            &branches[1]
+                        }
+                        None => resource,
+                    };
                     pairs.insert((action.as_str().unwrap().to_owned(), name(resource)));
                 }
             }
         }
     }
     pairs
+}
+
+/// `secretsmanager:GetSecretValue` on the secrets named by these parameters, and nothing else.
+fn secrets(parameters: &[&str]) -> Vec<(String, String)> {
+    parameters
+        .iter()
+        .map(|p| {
+            (
+                "secretsmanager:GetSecretValue".to_owned(),
+                format!("arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{{p}}}-*"),
+            )
+        })
+        .collect()
 }
 
 /// What `Tracing: Active` needs: X-Ray's write actions, which take no narrower resource.
@@ -263,6 +284,11 @@ fn payout_execute_may_do_only_what_it_does() {
         ),
         XRAY,
     ]);
+    let mut expected = expected;
+    expected.extend(secrets(&[
+        "StripeSecretKeySecretName",
+        "AdyenApiKeySecretName",
+    ]));
     assert_eq!(allowed(&template(), "PayoutExecuteFunction"), expected);
 }
 
@@ -285,6 +311,12 @@ fn psp_webhook_may_do_only_what_it_does() {
         ),
         XRAY,
     ]);
+    let mut expected = expected;
+    expected.extend(secrets(&[
+        "StripeWebhookSecretName",
+        "AdyenHmacKeySecretName",
+        "SandboxWebhookSecretName",
+    ]));
     assert_eq!(allowed(&template(), "PspWebhookFunction"), expected);
 }
 
@@ -310,6 +342,11 @@ fn payout_reconcile_may_do_only_what_it_does() {
         ),
         XRAY,
     ]);
+    let mut expected = expected;
+    expected.extend(secrets(&[
+        "StripeSecretKeySecretName",
+        "AdyenApiKeySecretName",
+    ]));
     let template = template();
     assert_eq!(allowed(&template, "PayoutReconcileFunction"), expected);
     let schedule = &props(&template, "PayoutReconcileFunction")["Events"]["Sweep"];
@@ -347,47 +384,100 @@ fn payout_reconcile_may_do_only_what_it_does() {
 #[test]
 fn secrets_come_from_secrets_manager_never_from_parameters() {
     let template = template();
+    // Each function names the secrets it uses (read at run time); none holds a value.
     for (function, secrets) in [
         (
             "PayoutExecuteFunction",
-            vec!["STRIPE_SECRET_KEY", "ADYEN_API_KEY"],
+            vec![
+                ("STRIPE_SECRET_KEY", "StripeSecretKeySecretName"),
+                ("ADYEN_API_KEY", "AdyenApiKeySecretName"),
+            ],
         ),
         (
             "PspWebhookFunction",
-            vec!["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+            vec![
+                ("STRIPE_WEBHOOK_SECRET", "StripeWebhookSecretName"),
+                ("ADYEN_HMAC_KEY", "AdyenHmacKeySecretName"),
+            ],
         ),
         (
             "PayoutReconcileFunction",
-            vec!["STRIPE_SECRET_KEY", "ADYEN_API_KEY"],
+            vec![
+                ("STRIPE_SECRET_KEY", "StripeSecretKeySecretName"),
+                ("ADYEN_API_KEY", "AdyenApiKeySecretName"),
+            ],
         ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
-        for secret in secrets {
-            // Adyen is opt-in: its secrets are set only under the AdyenOn condition.
-            let value = match variables[secret]["Fn::If"].as_array() {
+        for (setting, parameter) in secrets {
+            let named = &variables[format!("{setting}_SECRET_ID")];
+            // Adyen is opt-in: its secrets are named only under the AdyenOn condition.
+            let named = match named["Fn::If"].as_array() {
                 Some(branches) => {
-                    assert_eq!(branches[0], "AdyenOn", "{function} {secret}");
+                    assert_eq!(branches[0], "AdyenOn", "{function} {setting}");
                     assert_eq!(branches[2], json!({"Ref": "AWS::NoValue"}));
-                    name(&branches[1])
+                    branches[1].clone()
                 }
-                None => name(&variables[secret]),
+                None => named.clone(),
             };
-            assert!(
-                value.starts_with("{{resolve:secretsmanager:"),
-                "{function} {secret}: {value}"
-            );
+            assert_eq!(named, json!({"Ref": parameter}), "{function} {setting}");
         }
     }
+    // No value of any secret in any function's configuration (GetFunctionConfiguration shows
+    // the environment to anyone allowed to read it).
+    let functions: Vec<(&String, &Value)> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for (id, function) in functions {
+        for variables in [&function["Properties"]["Environment"]["Variables"], globals] {
+            for (name, value) in variables.as_object().into_iter().flatten() {
+                assert!(
+                    !value.to_string().contains("resolve:secretsmanager"),
+                    "{id} {name}: a secret's value resolved into the environment"
+                );
+                for setting in [
+                    "STRIPE_SECRET_KEY",
+                    "STRIPE_WEBHOOK_SECRET",
+                    "ADYEN_API_KEY",
+                    "ADYEN_HMAC_KEY",
+                    "SANDBOX_WEBHOOK_SECRET",
+                ] {
+                    assert_ne!(name, setting, "{id} holds {setting}'s value");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        globals["SECRETS_CACHE_SECONDS"],
+        json!({"Ref": "SecretsCacheSeconds"})
+    );
+    assert_eq!(
+        template["Parameters"]["SecretsCacheSeconds"]["MaxValue"],
+        300
+    );
     // Each secret only where it is used: API keys pay, webhook secrets verify.
     for (function, absent) in [
         (
             "PayoutExecuteFunction",
-            ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+            [
+                "STRIPE_WEBHOOK_SECRET_SECRET_ID",
+                "ADYEN_HMAC_KEY_SECRET_ID",
+            ],
         ),
-        ("PspWebhookFunction", ["STRIPE_SECRET_KEY", "ADYEN_API_KEY"]),
+        (
+            "PspWebhookFunction",
+            ["STRIPE_SECRET_KEY_SECRET_ID", "ADYEN_API_KEY_SECRET_ID"],
+        ),
         (
             "PayoutReconcileFunction",
-            ["STRIPE_WEBHOOK_SECRET", "ADYEN_HMAC_KEY"],
+            [
+                "STRIPE_WEBHOOK_SECRET_SECRET_ID",
+                "ADYEN_HMAC_KEY_SECRET_ID",
+            ],
         ),
     ] {
         let variables = &props(&template, function)["Environment"]["Variables"];
@@ -398,7 +488,7 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
             );
         }
     }
-    let sandbox = &props(&template, "PspWebhookFunction")["Environment"]["Variables"]["SANDBOX_WEBHOOK_SECRET"]
+    let sandbox = &props(&template, "PspWebhookFunction")["Environment"]["Variables"]["SANDBOX_WEBHOOK_SECRET_SECRET_ID"]
         ["Fn::If"];
     assert_eq!(sandbox[0], "HasSandboxWebhookSecret");
     assert_eq!(
@@ -425,7 +515,9 @@ fn secrets_come_from_secrets_manager_never_from_parameters() {
     for (parameter, _) in template["Parameters"].as_object().unwrap() {
         let lower = parameter.to_lowercase();
         assert!(
-            !(lower.contains("secret") || lower.contains("key")) || lower.ends_with("secretname"),
+            !(lower.contains("secret") || lower.contains("key"))
+                || lower.ends_with("secretname")
+                || parameter == "SecretsCacheSeconds",
             "parameter {parameter} looks like it holds a secret; pass a secret's name instead"
         );
     }
@@ -634,8 +726,8 @@ fn no_configuration_can_exceed_a_psp_accounts_request_budget() {
         .collect();
     for (logical_id, function) in functions {
         let vars = &function["Properties"]["Environment"]["Variables"];
-        let calls_a_psp =
-            vars.get("STRIPE_SECRET_KEY").is_some() || vars.get("ADYEN_API_KEY").is_some();
+        let calls_a_psp = vars.get("STRIPE_SECRET_KEY_SECRET_ID").is_some()
+            || vars.get("ADYEN_API_KEY_SECRET_ID").is_some();
         assert_eq!(
             calls_a_psp,
             ["PayoutExecuteFunction", "PayoutReconcileFunction"].contains(&logical_id.as_str()),

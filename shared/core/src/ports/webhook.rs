@@ -90,6 +90,10 @@ pub enum WebhookError {
     /// The deployment has no secret for this provider: every event is refused until it is set.
     #[error("webhook secret for {provider} is not configured")]
     NotConfigured { provider: String },
+    /// The secret could not be read just now (Secrets Manager unreachable): the PSP should
+    /// redeliver, nothing was decided about the event.
+    #[error("webhook secret unavailable: {0}")]
+    SecretUnavailable(String),
 }
 
 impl WebhookError {
@@ -101,6 +105,7 @@ impl WebhookError {
             WebhookError::StaleTimestamp { .. } => "stale_timestamp",
             WebhookError::Malformed(_) => "malformed",
             WebhookError::NotConfigured { .. } => "not_configured",
+            WebhookError::SecretUnavailable(_) => "secret_unavailable",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::http::{
     HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
     transfer_id_segment,
 };
+use crate::secrets::{SecretSource, SecretValues, secret_values, verify_with_rotation};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{AdyenSettings, ConfigError, Secret};
@@ -68,11 +69,12 @@ struct AdyenCall<'a> {
 /// Pays through Adyen for Platforms. Build once per process and share: the connection pool and
 /// the request pacer are per adapter.
 pub struct AdyenAdapter {
-    /// `X-API-Key`; `None` in a verify-only adapter (no `ADYEN_API_KEY`): it refuses to call.
-    api_key: Option<HeaderValue>,
+    /// `X-API-Key`, fixed or read at run time; `None` in a verify-only adapter (no
+    /// `ADYEN_API_KEY`): it refuses to call.
+    api_key: Option<SecretValues>,
     /// The platform's balance account transfers are made from.
     balance_account_id: Option<String>,
-    hmac_keys: Vec<Secret>,
+    hmac_keys: SecretValues,
     settle_delay: Duration,
     http: PspHttpClient,
 }
@@ -90,20 +92,32 @@ impl AdyenAdapter {
     /// An adapter for `settings`; fails on a base URL that is not `https://` (or loopback
     /// `http://`), a key that cannot be sent in a header, or a system without root certificates.
     pub fn new(settings: AdyenSettings) -> Result<Self, ConfigError> {
-        let api_key = settings
-            .api_key
-            .as_ref()
-            .map(|key| {
-                let mut value =
-                    HeaderValue::from_str(key.expose()).map_err(|_| ConfigError::Invalid {
-                        name: "ADYEN_API_KEY",
-                        value: "<redacted>".to_owned(),
-                        expected: "printable ASCII (an Adyen API key)",
-                    })?;
-                value.set_sensitive(true);
-                Ok(value)
-            })
-            .transpose()?;
+        Self::with_secrets(settings, None)
+    }
+
+    /// An adapter for `settings` whose `…_SECRET_ID` secrets are read from `source` at run time.
+    pub fn with_secrets(
+        settings: AdyenSettings,
+        source: Option<&SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(key) = &settings.api_key {
+            api_key_header(key)?;
+        }
+        let api_key = match (&settings.api_key, &settings.api_key_id) {
+            (None, None) => None,
+            (fixed, id) => Some(secret_values(
+                fixed.iter().cloned().collect(),
+                id.as_ref(),
+                source,
+                "ADYEN_API_KEY",
+            )?),
+        };
+        let hmac_keys = secret_values(
+            settings.hmac_keys,
+            settings.hmac_key_id.as_ref(),
+            source,
+            "ADYEN_HMAC_KEY",
+        )?;
         let http = PspHttpClient::new(HttpClientSettings {
             base_url: settings.api_base,
             base_url_setting: "ADYEN_API_BASE",
@@ -113,7 +127,7 @@ impl AdyenAdapter {
         Ok(AdyenAdapter {
             api_key,
             balance_account_id: settings.balance_account_id,
-            hmac_keys: settings.hmac_keys,
+            hmac_keys,
             settle_delay: settings.settle_delay,
             http,
         })
@@ -127,9 +141,23 @@ impl AdyenAdapter {
     /// The credential and the source balance account, or — in a verify-only adapter (webhook
     /// function), which must never reach the API — an error that leaves the item retryable,
     /// since the fix is configuration, not the payout.
-    fn credentials(&self) -> Result<(HeaderValue, &str), PaymentError> {
+    /// A key that cannot be read just now leaves the item retryable too.
+    async fn credentials(&self) -> Result<(HeaderValue, &str), PaymentError> {
         match (&self.api_key, self.balance_account_id.as_deref()) {
-            (Some(key), Some(account)) => Ok((key.clone(), account)),
+            (Some(key), Some(account)) => {
+                let keys = key.current().await.map_err(|err| PaymentError::Transient {
+                    reason: err.to_string(),
+                    retry_after: None,
+                })?;
+                let first = keys.first().ok_or_else(|| PaymentError::PlatformRefused {
+                    reason: "the Adyen API key is empty".into(),
+                })?;
+                let header =
+                    api_key_header(first).map_err(|err| PaymentError::PlatformRefused {
+                        reason: err.to_string(),
+                    })?;
+                Ok((header, account))
+            }
             (None, _) => {
                 error!("ADYEN_API_KEY is not set in this function: Adyen calls are refused");
                 Err(PaymentError::PlatformRefused {
@@ -164,6 +192,12 @@ impl AdyenAdapter {
 
     /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
     fn error_from(&self, answer: &HttpAnswer) -> PaymentError {
+        // A refused key makes the next call read a stored key again (it may have been rotated).
+        if answer.status == http::StatusCode::UNAUTHORIZED
+            && let Some(key) = &self.api_key
+        {
+            key.forget();
+        }
         let err = PaymentError::from(AdyenErrorAnswer {
             status: answer.status,
             retry_after: retry_after(&answer.headers),
@@ -256,14 +290,17 @@ impl WebhookVerifier for AdyenAdapter {
         &self,
         request: WebhookRequest<'_>,
     ) -> Result<VerifiedWebhook, WebhookError> {
-        webhook::verify_and_parse(
-            ADYEN_PROVIDER,
-            &self.hmac_keys,
-            self.balance_account_id.as_deref(),
-            request.headers,
-            request.body,
-            request.now_secs,
-        )
+        verify_with_rotation(&self.hmac_keys, |keys| {
+            webhook::verify_and_parse(
+                ADYEN_PROVIDER,
+                keys,
+                self.balance_account_id.as_deref(),
+                request.headers,
+                request.body,
+                request.now_secs,
+            )
+        })
+        .await
     }
 }
 
@@ -277,7 +314,7 @@ impl PaymentAdapter for AdyenAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError> {
-        let (api_key, source) = self.credentials()?;
+        let (api_key, source) = self.credentials().await?;
         let Some(reference) = transfer_reference(&request.batch_id, &request.item_id) else {
             // Nothing is sent: a shortened reference could no longer be found by webhooks and
             // lookups, which is what keeps a retry from paying twice.
@@ -374,7 +411,7 @@ impl PaymentAdapter for AdyenAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<Option<TransferReceipt>, PaymentError> {
-        let (api_key, source) = self.credentials()?;
+        let (api_key, source) = self.credentials().await?;
         let Some(reference) = transfer_reference(&request.batch_id, &request.item_id) else {
             // Such an item was never sent (see `submit_transfer`).
             return Ok(None);
@@ -403,7 +440,7 @@ impl PaymentAdapter for AdyenAdapter {
     /// nothing, so it is `Transient` unless the platform is refused).
     async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
         let id = transfer_id_segment(ADYEN_PROVIDER, transfer_id)?;
-        let (api_key, _) = self.credentials()?;
+        let (api_key, _) = self.credentials().await?;
         let context = format!("adyen lookup of transfer {id}");
         let path = format!("{TRANSFERS_PATH}/{id}");
         let call = AdyenCall {
@@ -445,7 +482,7 @@ impl PaymentAdapter for AdyenAdapter {
     /// The reconciler passes its last sweep time, which is far more recent. Any failure is an
     /// error ([`lookup_failure`]), never a partial list.
     async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
-        let (api_key, source) = self.credentials()?;
+        let (api_key, source) = self.credentials().await?;
         let window = window_since(since_ms);
         if window.0 >= window.1 {
             // A window that starts after now (and the clock slack): nothing can be in it.
@@ -539,6 +576,17 @@ fn pick_found(
         provider_payout_id: id,
         replayed: true,
     })
+}
+
+/// The `X-API-Key` header for `key`, marked sensitive (never logged).
+fn api_key_header(key: &Secret) -> Result<HeaderValue, ConfigError> {
+    let mut value = HeaderValue::from_str(key.expose()).map_err(|_| ConfigError::Invalid {
+        name: "ADYEN_API_KEY",
+        value: "<redacted>".to_owned(),
+        expected: "printable ASCII (an Adyen API key)",
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[cfg(test)]

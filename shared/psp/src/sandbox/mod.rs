@@ -2,8 +2,9 @@
 //! (a repeated key replays the first outcome; the same key with other parameters is refused),
 //! records every transfer it made so a test can count payments, and fails on purpose when told.
 
+use crate::secrets::{SecretSource, SecretValues, secret_values, verify_with_rotation};
 use crate::stripe::webhook as stripe_scheme;
-use payouts_config::{SandboxSettings, Secret};
+use payouts_config::{ConfigError, SandboxSettings, Secret};
 use payouts_core::money::{MoneyError, PayoutAmount, iso_minor_units};
 use payouts_core::ports::payment::{
     ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
@@ -65,7 +66,7 @@ pub struct SandboxPsp {
     latency: Duration,
     ledger: Mutex<Ledger>,
     /// Secrets its webhooks are signed with (Stripe's scheme); the first signs.
-    webhook_secrets: Vec<Secret>,
+    webhook_secrets: SecretValues,
 }
 
 impl SandboxPsp {
@@ -74,18 +75,29 @@ impl SandboxPsp {
         SandboxPsp {
             latency,
             ledger: Mutex::new(Ledger::default()),
-            webhook_secrets: Vec::new(),
+            webhook_secrets: SecretValues::fixed(Vec::new()),
         }
     }
 
-    /// A sandbox as the settings describe it.
-    pub fn from_settings(settings: SandboxSettings) -> Self {
-        SandboxPsp::new(settings.latency).with_webhook_secrets(settings.webhook_secrets)
+    /// A sandbox as the settings describe it, its webhook secret read from `source` at run time
+    /// when the settings name one.
+    pub fn from_settings(
+        settings: SandboxSettings,
+        source: Option<&SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        let mut sandbox = SandboxPsp::new(settings.latency);
+        sandbox.webhook_secrets = secret_values(
+            settings.webhook_secrets,
+            settings.webhook_secret_id.as_ref(),
+            source,
+            "SANDBOX_WEBHOOK_SECRET",
+        )?;
+        Ok(sandbox)
     }
 
     /// Sets the webhook secrets (newest first; older ones still verify during a rotation).
     pub fn with_webhook_secrets(mut self, secrets: Vec<Secret>) -> Self {
-        self.webhook_secrets = secrets;
+        self.webhook_secrets = SecretValues::fixed(secrets);
         self
     }
 
@@ -112,7 +124,8 @@ impl SandboxPsp {
         );
         let secret = self
             .webhook_secrets
-            .first()
+            .fixed_values()
+            .and_then(<[Secret]>::first)
             .map(Secret::expose)
             .unwrap_or_default();
         let header = stripe_scheme::signature_header(secret, now_secs, body.as_bytes());
@@ -332,7 +345,10 @@ impl WebhookVerifier for SandboxPsp {
         &self,
         request: WebhookRequest<'_>,
     ) -> Result<VerifiedWebhook, WebhookError> {
-        stripe_scheme::verify_stripe_scheme(SANDBOX_PROVIDER, &self.webhook_secrets, request)
+        verify_with_rotation(&self.webhook_secrets, |secrets| {
+            stripe_scheme::verify_stripe_scheme(SANDBOX_PROVIDER, secrets, request)
+        })
+        .await
     }
 }
 

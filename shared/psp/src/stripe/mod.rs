@@ -11,6 +11,7 @@ use crate::http::{
     HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
     transfer_id_segment,
 };
+use crate::secrets::{SecretSource, SecretValues, secret_values, verify_with_rotation};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{ConfigError, Secret, StripeSettings};
@@ -67,9 +68,10 @@ struct StripeCall<'a> {
 /// Pays through Stripe Connect. Build once per process and share: the connection pool and the
 /// request pacer are per adapter.
 pub struct StripeAdapter {
-    /// `None` in a verify-only adapter (no `STRIPE_SECRET_KEY`): it refuses to call the API.
-    authorization: Option<HeaderValue>,
-    webhook_secrets: Vec<Secret>,
+    /// The secret key, fixed or read at run time; `None` in a verify-only adapter (no
+    /// `STRIPE_SECRET_KEY`): it refuses to call the API.
+    secret_key: Option<SecretValues>,
+    webhook_secrets: SecretValues,
     settle_delay: Duration,
     http: PspHttpClient,
 }
@@ -86,20 +88,32 @@ impl StripeAdapter {
     /// An adapter for `settings`; fails on a base URL that is not `https://` (or loopback
     /// `http://`), a key that cannot be sent in a header, or a system without root certificates.
     pub fn new(settings: StripeSettings) -> Result<Self, ConfigError> {
-        let authorization = settings
-            .secret_key
-            .as_ref()
-            .map(|key| {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| ConfigError::Invalid {
-                        name: "STRIPE_SECRET_KEY",
-                        value: "<redacted>".to_owned(),
-                        expected: "printable ASCII (an sk_… or rk_… key)",
-                    })?;
-                value.set_sensitive(true);
-                Ok(value)
-            })
-            .transpose()?;
+        Self::with_secrets(settings, None)
+    }
+
+    /// An adapter for `settings` whose `…_SECRET_ID` secrets are read from `source` at run time.
+    pub fn with_secrets(
+        settings: StripeSettings,
+        source: Option<&SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(key) = &settings.secret_key {
+            bearer(key)?;
+        }
+        let secret_key = match (&settings.secret_key, &settings.secret_key_id) {
+            (None, None) => None,
+            (fixed, id) => Some(secret_values(
+                fixed.iter().cloned().collect(),
+                id.as_ref(),
+                source,
+                "STRIPE_SECRET_KEY",
+            )?),
+        };
+        let webhook_secrets = secret_values(
+            settings.webhook_secrets,
+            settings.webhook_secret_id.as_ref(),
+            source,
+            "STRIPE_WEBHOOK_SECRET",
+        )?;
         let http = PspHttpClient::new(HttpClientSettings {
             base_url: settings.api_base,
             base_url_setting: "STRIPE_API_BASE",
@@ -107,8 +121,8 @@ impl StripeAdapter {
             pace: settings.budget.pace_interval(),
         })?;
         Ok(StripeAdapter {
-            authorization,
-            webhook_secrets: settings.webhook_secrets,
+            secret_key,
+            webhook_secrets,
             settle_delay: settings.settle_delay,
             http,
         })
@@ -122,12 +136,23 @@ impl StripeAdapter {
     /// The `Authorization` header, or — in a verify-only adapter (webhook function), which must
     /// never reach the API — an error that leaves the item retryable, since the fix is
     /// configuration, not the payout.
-    fn authorization(&self) -> Result<HeaderValue, PaymentError> {
-        self.authorization.clone().ok_or_else(|| {
+    /// A key that cannot be read just now leaves the item retryable too.
+    async fn authorization(&self) -> Result<HeaderValue, PaymentError> {
+        let Some(key) = &self.secret_key else {
             error!("STRIPE_SECRET_KEY is not set in this function: Stripe calls are refused");
-            PaymentError::PlatformRefused {
+            return Err(PaymentError::PlatformRefused {
                 reason: "STRIPE_SECRET_KEY is not configured".into(),
-            }
+            });
+        };
+        let keys = key.current().await.map_err(|err| PaymentError::Transient {
+            reason: err.to_string(),
+            retry_after: None,
+        })?;
+        let first = keys.first().ok_or_else(|| PaymentError::PlatformRefused {
+            reason: "the Stripe secret key is empty".into(),
+        })?;
+        bearer(first).map_err(|err| PaymentError::PlatformRefused {
+            reason: err.to_string(),
         })
     }
 
@@ -157,8 +182,14 @@ impl StripeAdapter {
         self.http.call(call, send_by).await
     }
 
-    /// Classifies a non-2xx answer, and slows the whole adapter down on a 429.
+    /// Classifies a non-2xx answer, and slows the whole adapter down on a 429. A 401 makes the
+    /// next call read a stored key again (it may have been rotated).
     fn error_from(&self, answer: &HttpAnswer) -> PaymentError {
+        if answer.status == http::StatusCode::UNAUTHORIZED
+            && let Some(key) = &self.secret_key
+        {
+            key.forget();
+        }
         let err = PaymentError::from(StripeErrorAnswer {
             status: answer.status,
             retry_after: retry_after(&answer.headers),
@@ -231,7 +262,10 @@ impl WebhookVerifier for StripeAdapter {
         &self,
         request: WebhookRequest<'_>,
     ) -> Result<VerifiedWebhook, WebhookError> {
-        webhook::verify_stripe_scheme(STRIPE_PROVIDER, &self.webhook_secrets, request)
+        verify_with_rotation(&self.webhook_secrets, |secrets| {
+            webhook::verify_stripe_scheme(STRIPE_PROVIDER, secrets, request)
+        })
+        .await
     }
 }
 
@@ -245,7 +279,7 @@ impl PaymentAdapter for StripeAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferReceipt, PaymentError> {
-        let authorization = self.authorization()?;
+        let authorization = self.authorization().await?;
         let key = request.idempotency_key.as_str();
         if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             // Nothing is sent: Stripe would refuse the key, and shortening it would lose the
@@ -314,7 +348,7 @@ impl PaymentAdapter for StripeAdapter {
         &self,
         request: &TransferRequest,
     ) -> Result<Option<TransferReceipt>, PaymentError> {
-        let authorization = self.authorization()?;
+        let authorization = self.authorization().await?;
         let group = transfer_group(&request.batch_id, &request.item_id);
         let found = self
             .list_transfers(
@@ -340,7 +374,7 @@ impl PaymentAdapter for StripeAdapter {
     /// error (a read changed nothing, so it is `Transient` unless the platform is refused).
     async fn transfer_state(&self, transfer_id: &str) -> Result<TransferState, PaymentError> {
         let id = transfer_id_segment(STRIPE_PROVIDER, transfer_id)?;
-        let authorization = self.authorization()?;
+        let authorization = self.authorization().await?;
         let context = format!("stripe lookup of transfer {id}");
         let path = format!("/v1/transfers/{id}");
         let call = StripeCall {
@@ -378,7 +412,7 @@ impl PaymentAdapter for StripeAdapter {
     /// is rounded down: a transfer up to a second older may be listed, never one missed. Any
     /// failure is an error ([`lookup_failure`]), never a partial list.
     async fn transfers_since(&self, since_ms: u64) -> Result<Vec<ListedTransfer>, PaymentError> {
-        let authorization = self.authorization()?;
+        let authorization = self.authorization().await?;
         let since_secs = since_ms / 1000;
         let listed = self
             .list_transfers(
@@ -441,6 +475,19 @@ fn pick_found(request: &TransferRequest, mut found: Vec<Transfer>) -> Option<Tra
         provider_payout_id: transfer.id,
         replayed: true,
     })
+}
+
+/// The `Authorization` header for `key`, marked sensitive (never logged).
+fn bearer(key: &Secret) -> Result<HeaderValue, ConfigError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+        ConfigError::Invalid {
+            name: "STRIPE_SECRET_KEY",
+            value: "<redacted>".to_owned(),
+            expected: "printable ASCII (an sk_… or rk_… key)",
+        }
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[cfg(test)]
