@@ -104,13 +104,16 @@ Example:
     #[command(after_help = "\
 The counts come from the batch's counter shards, whatever its size; before its first run they
 are counted from its items (progress on stderr when it is a terminal). List the items with
-`payouts-ops items`.
+`payouts-ops items` (or here, after the counts, with --items).
 
 Example:
   payouts-ops status b-2026-11-0001")]
     Status {
         /// The batch's id.
         batch_id: String,
+        /// Also list every item, as `payouts-ops items BATCH_ID` does.
+        #[arg(long)]
+        items: bool,
     },
 
     /// A batch's items with their reason, attempt and PSP transfer id, optionally of one status.

@@ -152,8 +152,9 @@ pub async fn batch_status(
     })
 }
 
-impl fmt::Display for BatchStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl BatchStatus {
+    /// The header and the counts; with `hints`, how to list the items that need attention.
+    fn write_counts(&self, f: &mut fmt::Formatter<'_>, hints: bool) -> fmt::Result {
         writeln!(
             f,
             "batch {} provider={} currency={} status={} items={}",
@@ -168,7 +169,7 @@ impl fmt::Display for BatchStatus {
             writeln!(f, "  {:<12} {n:>8}", status.as_str())?;
         }
         for status in [ItemStatus::Failed, ItemStatus::PendingKyc] {
-            if self.count(status) > 0 {
+            if hints && self.count(status) > 0 {
                 writeln!(
                     f,
                     "{status} items, with their reasons: payouts-ops items {} --status {status}",
@@ -176,6 +177,13 @@ impl fmt::Display for BatchStatus {
                 )?;
             }
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_counts(f, true)?;
         write_unreadable(f, &self.unreadable)
     }
 }
@@ -382,6 +390,44 @@ fn write_table(
         writeln!(f, "{}", line.trim_end())?;
     }
     Ok(())
+}
+
+/// `status --items`: the batch's status, then every item. Kept for the scripts written before
+/// `items` existed (`scripts/run-local.sh` prints a batch this way); the JSON is the status's
+/// document with an `items` array (the same lines as `items`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusWithItems {
+    #[serde(flatten)]
+    pub status: BatchStatus,
+    #[serde(rename = "items", serialize_with = "list_lines")]
+    pub list: ItemList,
+}
+
+fn list_lines<S: serde::Serializer>(list: &ItemList, serializer: S) -> Result<S::Ok, S::Error> {
+    list.items.serialize(serializer)
+}
+
+/// [`batch_status`], then [`list_items`] (every item): the records that could not be decoded
+/// are those the item listing found.
+pub async fn status_with_items(
+    store: &dyn PayoutRepository,
+    batch_id: &str,
+    page_size: Option<i32>,
+    progress: &mut dyn Progress,
+) -> Result<StatusWithItems, OpsError> {
+    let mut status = batch_status(store, batch_id, page_size, progress).await?;
+    let list = list_items(store, batch_id, None, page_size, progress).await?;
+    status.unreadable.clone_from(&list.unreadable);
+    Ok(StatusWithItems { status, list })
+}
+
+impl fmt::Display for StatusWithItems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The items follow the counts, with the unreadable records: no hints, nothing twice.
+        self.status.write_counts(f, false)?;
+        write!(f, "{}", self.list)
+    }
 }
 
 // -------------------------------------------------------------------------------------- item

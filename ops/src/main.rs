@@ -6,7 +6,7 @@ use clap::Parser;
 use payouts_ops::cli::{Cli, Command, DlqCommand};
 use payouts_ops::{
     NoProgress, OpsError, Progress, RedriveOptions, StderrProgress, batch_status, enqueue,
-    list_items, peek_dlq, redrive, render, retry, show_item,
+    list_items, peek_dlq, redrive, render, retry, show_item, status_with_items,
 };
 use payouts_store_dynamodb::DynamoDbRepository;
 use std::io::{IsTerminal, Write};
@@ -66,11 +66,15 @@ async fn run(cli: Cli) -> Result<String, OpsError> {
             .await?;
             Ok(render(&sent, output))
         }
-        Command::Status { batch_id } => {
+        Command::Status { batch_id, items } => {
             let table = cli.table()?;
             let config = aws_config().await?;
-            let status =
-                batch_status(&store(&config, table), batch_id, None, &mut *progress()).await?;
+            let store = store(&config, table);
+            if *items {
+                let report = status_with_items(&store, batch_id, None, &mut *progress()).await?;
+                return Ok(render(&report, output));
+            }
+            let status = batch_status(&store, batch_id, None, &mut *progress()).await?;
             Ok(render(&status, output))
         }
         Command::Items { batch_id, status } => {

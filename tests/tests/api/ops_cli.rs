@@ -15,7 +15,7 @@ use payouts_ops::cli::{Cli, Command, DlqCommand};
 use payouts_ops::{
     EXIT_BATCH_NOT_FOUND, EXIT_USAGE, NoProgress, OpsError, Output, Progress, RedriveMethod,
     RedriveOptions, Report, batch_status, enqueue, list_items, peek_dlq, redrive, render, retry,
-    show_item, unsupported_operation,
+    show_item, status_with_items, unsupported_operation,
 };
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_store_dynamodb::s;
@@ -199,6 +199,26 @@ async fn status_reads_live_counts_in_two_requests_and_items_pages_through_every_
         shown.contains("item-00006") && shown.contains("tr_sandbox_"),
         "{shown}"
     );
+
+    // `status --items` (as scripts/run-local.sh prints a batch): the counts, then every item.
+    let both = status_with_items(&env.store, "b-ops", None, &mut NoProgress)
+        .await
+        .unwrap();
+    let shown = both.to_string();
+    assert!(shown.starts_with("batch b-ops provider=sandbox"), "{shown}");
+    assert!(
+        shown.contains("batch b-ops: 23 item(s) of 23 read"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("--status failed"),
+        "no hint when the items follow: {shown}"
+    );
+    let as_json = json(&both);
+    assert_eq!(as_json["batchId"], "b-ops");
+    assert_eq!(as_json["counts"]["failed"], 2);
+    assert_eq!(as_json["items"].as_array().unwrap().len(), 23);
+    assert_eq!(as_json["items"][0]["itemId"], "item-00001");
 }
 
 #[tokio::test]
@@ -1214,6 +1234,14 @@ fn arguments_parse_and_usage_errors_exit_2() {
         parse(&["item", "b-1", "item-1"]).unwrap().command,
         Command::Item { .. }
     ));
+    assert!(matches!(
+        parse(&["status", "b-1"]).unwrap().command,
+        Command::Status { items: false, .. }
+    ));
+    assert!(matches!(
+        parse(&["status", "--items", "b-1"]).unwrap().command,
+        Command::Status { items: true, .. }
+    ));
 
     for (args, kind) in [
         (&["items"][..], ErrorKind::MissingRequiredArgument),
@@ -1238,7 +1266,7 @@ fn arguments_parse_and_usage_errors_exit_2() {
             ErrorKind::ArgumentConflict,
         ),
         (&["redrive", "--rate", "501"], ErrorKind::ValueValidation),
-        (&["status", "b-1", "--items"], ErrorKind::UnknownArgument),
+        (&["items", "b-1", "--items"], ErrorKind::UnknownArgument),
         (&["pause"], ErrorKind::InvalidSubcommand),
     ] {
         let err = parse(args).unwrap_err();
