@@ -42,6 +42,9 @@ const GLOBAL: &str = "Global options";
     version,
     about = ABOUT,
     after_help = AFTER_HELP,
+    // Usage lines are fixed: clap would list the options an environment variable set as if
+    // they had been typed.
+    override_usage = "payouts-ops [OPTIONS] <COMMAND>",
     disable_help_subcommand = true,
     propagate_version = true
 )]
@@ -74,11 +77,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send a payout.execute job for a batch to the jobs queue (refuses unknown batches).
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops enqueue [OPTIONS] <BATCH_ID>",
+        after_help = "\
 Items already processing or paid are skipped, so enqueueing a batch again never pays twice.
 
 Example:
-  payouts-ops enqueue b-2026-11-0001 --job-id nov-run-1")]
+  payouts-ops enqueue b-2026-11-0001 --job-id nov-run-1"
+    )]
     Enqueue {
         /// The batch's id (its record is BATCH#<id> in the payouts table).
         batch_id: String,
@@ -88,26 +94,32 @@ Example:
     },
 
     /// Send a fresh whole-batch job for a batch once the cause of its failures is fixed.
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops retry [OPTIONS] <BATCH_ID>",
+        after_help = "\
 The job's first run retries failed items under a new idempotency key, re-checks the
 pending_kyc ones and skips processing and paid items. Its job id is ops-retry-<time>.
 Prints the job it sent and the counts it will work on.
 
 Example:
-  payouts-ops retry b-2026-11-0001")]
+  payouts-ops retry b-2026-11-0001"
+    )]
     Retry {
         /// The batch's id.
         batch_id: String,
     },
 
     /// A batch's status and its live item counts per status (one small read).
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops status [OPTIONS] <BATCH_ID>",
+        after_help = "\
 The counts come from the batch's counter shards, whatever its size; before its first run they
 are counted from its items (progress on stderr when it is a terminal). List the items with
 `payouts-ops items` (or here, after the counts, with --items).
 
 Example:
-  payouts-ops status b-2026-11-0001")]
+  payouts-ops status b-2026-11-0001"
+    )]
     Status {
         /// The batch's id.
         batch_id: String,
@@ -117,12 +129,15 @@ Example:
     },
 
     /// A batch's items with their reason, attempt and PSP transfer id, optionally of one status.
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops items [OPTIONS] <BATCH_ID>",
+        after_help = "\
 Reads every page of the batch's items (strongly consistent; progress on stderr when it is a
 terminal). Records that cannot be decoded are listed as unreadable.
 
 Example:
-  payouts-ops items b-2026-11-0001 --status failed")]
+  payouts-ops items b-2026-11-0001 --status failed"
+    )]
     Items {
         /// The batch's id.
         batch_id: String,
@@ -132,9 +147,12 @@ Example:
     },
 
     /// One item: every field, and its timeline when the record has one.
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops item [OPTIONS] <BATCH_ID> <ITEM_ID>",
+        after_help = "\
 Example:
-  payouts-ops item b-2026-11-0001 item-00042")]
+  payouts-ops item b-2026-11-0001 item-00042"
+    )]
     Item {
         /// The batch's id.
         batch_id: String,
@@ -145,6 +163,7 @@ Example:
     /// The jobs queue's dead-letter queue: look at its messages (`dlq peek`).
     #[command(
         subcommand,
+        override_usage = "payouts-ops dlq [OPTIONS] <COMMAND>",
         after_help = "\
 Example:
   payouts-ops dlq peek --max 5"
@@ -152,7 +171,9 @@ Example:
     Dlq(DlqCommand),
 
     /// Move the DLQ's messages back to the jobs queue (after fixing what sent them there).
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops redrive [OPTIONS]",
+        after_help = "\
 Uses SQS's message-move task (StartMessageMoveTask from the DLQ to the jobs queue) and watches
 it until it ends (progress on stderr when it is a terminal); Ctrl-C stops watching, not the
 task. Where the service does not support move tasks, and with --max, messages are moved one
@@ -160,7 +181,8 @@ by one: received, sent with their attributes, and deleted from the DLQ only once
 
 Example:
   payouts-ops redrive
-  payouts-ops redrive --max 1    # try one job first")]
+  payouts-ops redrive --max 1    # try one job first"
+    )]
     Redrive {
         /// Move at most N messages, one by one (a move task always moves the whole DLQ).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
@@ -179,12 +201,15 @@ Example:
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Look at DLQ messages without removing them.
-    #[command(after_help = "\
+    #[command(
+        override_usage = "payouts-ops dlq peek [OPTIONS]",
+        after_help = "\
 Receives up to N messages and makes them visible again at once; never deletes. Each message is
 shown with its id, receive count, sent time, batch and body.
 
 Example:
-  payouts-ops dlq peek --max 5")]
+  payouts-ops dlq peek --max 5"
+    )]
     Peek {
         /// How many messages to show.
         #[arg(long, value_name = "N", default_value_t = 10,

@@ -229,11 +229,15 @@ impl fmt::Display for DlqPeek {
         let total = self
             .approximate_messages
             .map_or(String::new(), |n| format!(" of about {n}"));
-        writeln!(
-            f,
-            "{} message(s){total} in the DLQ (left there)",
-            self.messages.len()
-        )?;
+        if self.messages.is_empty() {
+            writeln!(f, "no message in the DLQ")?;
+        } else {
+            writeln!(
+                f,
+                "{} message(s){total} in the DLQ (left there)",
+                self.messages.len()
+            )?;
+        }
         for m in &self.messages {
             writeln!(
                 f,

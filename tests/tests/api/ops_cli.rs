@@ -1274,6 +1274,13 @@ fn arguments_parse_and_usage_errors_exit_2() {
         assert_eq!(err.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
     }
 
+    // The usage line shows what to type, whatever the environment provides.
+    let missing = parse(&["items"]).unwrap_err().to_string();
+    assert!(
+        missing.contains("Usage: payouts-ops items [OPTIONS] <BATCH_ID>"),
+        "{missing}"
+    );
+
     // An empty setting is missing configuration (exit 2), naming the variable and the option.
     let cli = parse(&["--payouts-table", "  ", "status", "b-1"]).unwrap();
     let err = cli.table().unwrap_err();
