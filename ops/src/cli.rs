@@ -69,6 +69,7 @@ pub struct Cli {
           help_heading = GLOBAL)]
     pub output: Output,
 
+    // The command to run (no doc comment: clap would take it as help text).
     #[command(subcommand)]
     pub command: Command,
 }

@@ -27,9 +27,11 @@ pub const HISTORY_ATTR: &str = "history";
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchStatus {
+    /// The batch asked about.
     pub batch_id: String,
     /// The PSP adapter that pays the batch.
     pub provider: String,
+    /// The ISO 4217 code every item is paid in.
     pub currency: String,
     /// The batch record's status as stored (`pending`, `executing`, `completed`, …).
     pub status: String,
@@ -204,10 +206,13 @@ fn write_unreadable(f: &mut fmt::Formatter<'_>, unreadable: &[String]) -> fmt::R
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemLine {
+    /// The id in the sort key (`ITEM#<itemId>`).
     pub item_id: String,
+    /// The recipient (key of the user-settings table).
     pub user_id: String,
     /// `netAmount` as stored (major units).
     pub net_amount: String,
+    /// Where the item stands (`docs/design.md#item-statuses-and-transitions`).
     #[serde(serialize_with = "status_str")]
     pub status: ItemStatus,
     /// Claims so far (the fencing token; 0 before the first).
@@ -236,12 +241,14 @@ impl From<PayoutItem> for ItemLine {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemList {
+    /// The batch listed.
     pub batch_id: String,
     /// The status asked for (`--status`), `null` for every item.
     #[serde(serialize_with = "optional_status")]
     pub status: Option<ItemStatus>,
     /// Item records read (the whole batch: the filter applies to what was read).
     pub read: u64,
+    /// The items kept, in item order.
     pub items: Vec<ItemLine>,
     /// Records that could not be decoded, with why (whatever the filter: their status is unknown).
     pub unreadable: Vec<String>,
@@ -398,8 +405,10 @@ fn write_table(
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusWithItems {
+    /// The counts, as `status` prints them.
     #[serde(flatten)]
     pub status: BatchStatus,
+    /// Every item, as `items` lists them.
     #[serde(rename = "items", serialize_with = "list_lines")]
     pub list: ItemList,
 }
@@ -455,13 +464,20 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemDetail {
+    /// The batch the item belongs to.
     pub batch_id: String,
+    /// The id in the sort key.
     pub item_id: String,
+    /// The recipient.
     pub user_id: String,
+    /// `netAmount` as stored (major units).
     pub net_amount: String,
+    /// Where the item stands.
     #[serde(serialize_with = "status_str")]
     pub status: ItemStatus,
+    /// Why the item is `failed` or `pending_kyc`.
     pub failure_reason: Option<String>,
+    /// The PSP's transfer id under the current key generation.
     pub provider_payout_id: Option<String>,
     /// Claims so far: the fencing token every write of an attempt is guarded by.
     pub attempt: u64,

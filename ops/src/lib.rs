@@ -61,7 +61,12 @@ pub enum OpsError {
     #[error(
         "batch {batch_id:?} has no item {item_id:?}: list its items with `payouts-ops items {batch_id}`"
     )]
-    ItemNotFound { batch_id: String, item_id: String },
+    ItemNotFound {
+        /// The batch, which exists.
+        batch_id: String,
+        /// The item id that is not in it.
+        item_id: String,
+    },
     /// An AWS call failed or a record could not be read; the message says which and why.
     #[error("{0}")]
     Runtime(String),

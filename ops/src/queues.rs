@@ -32,9 +32,13 @@ where
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SentJob {
+    /// The batch the job is for.
     pub batch_id: String,
+    /// Its `jobId`, which the executor logs.
     pub job_id: Option<String>,
+    /// SQS's id for the message.
     pub message_id: String,
+    /// Where it was sent.
     pub queue_url: String,
     /// The message body, exactly as sent.
     pub body: String,
@@ -104,6 +108,7 @@ pub async fn enqueue(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySent {
+    /// The job sent.
     pub sent: SentJob,
     /// The batch record's status before the retry.
     pub batch_status: String,
@@ -112,8 +117,11 @@ pub struct RetrySent {
     /// Items the run picks up (`pending`, `pending_kyc`, `failed`, `submitting` without a live
     /// lease): `failed` ones under a new idempotency key, so a refused transfer is tried again.
     pub failed: u64,
+    /// Items whose recipient was not payable: re-checked.
     pub pending_kyc: u64,
+    /// Items never tried.
     pub pending: u64,
+    /// Items an interrupted attempt left: driven again once their lease has run out.
     pub submitting: u64,
 }
 
@@ -201,6 +209,7 @@ const PEEK_HOLD_SECS: i32 = 30;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DlqMessage {
+    /// SQS's id for the message.
     pub message_id: String,
     /// `ApproximateReceiveCount`: receives in the DLQ (this peek's included).
     pub receive_count: Option<u64>,
@@ -208,6 +217,7 @@ pub struct DlqMessage {
     pub sent_at: Option<String>,
     /// The batch, when the body is a `payout.execute` job.
     pub batch_id: Option<String>,
+    /// The body, exactly as stored.
     pub body: String,
 }
 
@@ -215,9 +225,11 @@ pub struct DlqMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DlqPeek {
+    /// The DLQ looked at.
     pub queue_url: String,
     /// `ApproximateNumberOfMessages` + `…NotVisible` before the peek.
     pub approximate_messages: Option<u64>,
+    /// The messages seen, each once.
     pub messages: Vec<DlqMessage>,
     /// Messages whose visibility could not be reset: they are visible again after
     /// [`PEEK_HOLD_SECS`] seconds instead of at once (nothing is lost).
@@ -437,11 +449,17 @@ pub struct MoveTask {
     pub task_handle: Option<String>,
     /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
     pub status: String,
+    /// The DLQ.
     pub source_arn: String,
+    /// The jobs queue.
     pub destination_arn: String,
+    /// `ApproximateNumberOfMessagesMoved`.
     pub moved: u64,
+    /// `ApproximateNumberOfMessagesToMove`, the DLQ's depth when the task started.
     pub to_move: Option<u64>,
+    /// Why a `FAILED` task failed.
     pub failure_reason: Option<String>,
+    /// When the task started (RFC 3339).
     pub started_at: Option<String>,
 }
 
@@ -449,6 +467,7 @@ pub struct MoveTask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RedriveReport {
+    /// How the messages were moved.
     pub method: RedriveMethod,
     /// Messages moved to the jobs queue (for a move task, SQS's approximate count).
     pub moved: u64,
