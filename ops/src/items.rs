@@ -14,12 +14,6 @@ use payouts_store_dynamodb::{DynamoDbRepository, Record, decode_item, s};
 use serde::Serialize;
 use std::fmt;
 
-/// The item attribute holding its timeline: a list of maps `at` (RFC 3339), `from`, `to`,
-/// `attempt` (number), `detail` (transfer id or reason). The store does not write it yet
-/// (`payouts_store_dynamodb::schema::attr` has no name for it), so `item` reads it defensively
-/// and says "no timeline recorded" when it is absent.
-pub const HISTORY_ATTR: &str = "history";
-
 // ------------------------------------------------------------------------------------ status
 
 /// A batch's status: its record and its live per-status counts (one small read of its counter
@@ -441,9 +435,10 @@ impl fmt::Display for StatusWithItems {
 
 // -------------------------------------------------------------------------------------- item
 
-/// One step of an item's timeline, as the `history` attribute records it; every field is
-/// optional because the record is read defensively (a missing or mistyped field is shown as
-/// absent, never an error).
+/// One entry of an item's timeline, as its `history` attribute records it
+/// (`docs/design.md#data-contracts`): a status change (`from`, `to`), or an event
+/// that changes no status (`event`: `reversal`). Every field is optional because the record is
+/// read defensively: a missing or mistyped field is shown as absent, never an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
@@ -453,9 +448,11 @@ pub struct TimelineEntry {
     pub from: Option<String>,
     /// The status it reached.
     pub to: Option<String>,
-    /// The attempt (fencing token) that moved it.
+    /// The event recorded instead of a status change (`reversal`).
+    pub event: Option<String>,
+    /// The attempt (fencing token) that wrote it; settlement writes 0.
     pub attempt: Option<u64>,
-    /// The transfer id, or the reason.
+    /// The transfer id, or the reason (cut to 200 characters by the writer).
     pub detail: Option<String>,
 }
 
@@ -506,7 +503,7 @@ pub struct ItemDetail {
 
 /// Reads one item with one strongly consistent GetItem of its raw record (pk `BATCH#<batch>`,
 /// sk `ITEM#<item>`), decodes it as the executor does, and reads its `history` attribute
-/// defensively. An absent item is told apart from an absent batch (one more GetItem).
+/// defensively (items no run has touched since the timeline was introduced have none). An absent item is told apart from an absent batch (one more GetItem).
 pub async fn show_item(
     store: &DynamoDbRepository,
     batch_id: &str,
@@ -570,12 +567,13 @@ pub async fn show_item(
 /// The record's `history` list (`None` when absent), and what in it could not be read.
 fn read_timeline(record: &Record) -> (Option<Vec<TimelineEntry>>, Vec<String>) {
     let mut problems = Vec::new();
-    let entries = match record.get(HISTORY_ATTR) {
+    let entries = match record.get(attr::HISTORY) {
         None | Some(AttributeValue::Null(_)) => return (None, problems),
         Some(AttributeValue::L(entries)) => entries,
         Some(other) => {
             problems.push(format!(
-                "`{HISTORY_ATTR}` is not a list: {}",
+                "`{}` is not a list: {}",
+                attr::HISTORY,
                 type_name(other)
             ));
             return (Some(Vec::new()), problems);
@@ -602,6 +600,7 @@ fn read_timeline(record: &Record) -> (Option<Vec<TimelineEntry>>, Vec<String>) {
         let at = text("at");
         let from = text("from");
         let to = text("to");
+        let event = text("event");
         let detail = text("detail");
         let attempt = text("attempt").and_then(|raw| match raw.parse::<u64>() {
             Ok(n) => Some(n),
@@ -621,6 +620,7 @@ fn read_timeline(record: &Record) -> (Option<Vec<TimelineEntry>>, Vec<String>) {
             at,
             from,
             to,
+            event,
             attempt,
             detail,
         });
@@ -688,12 +688,11 @@ impl fmt::Display for ItemDetail {
             Some(timeline) => {
                 writeln!(f, "timeline:")?;
                 for step in timeline {
-                    let mut line = format!(
-                        "  {:<24}  {} -> {}",
-                        opt(&step.at),
-                        opt(&step.from),
-                        opt(&step.to)
-                    );
+                    let what = match (&step.event, &step.from, &step.to) {
+                        (Some(event), None, None) => event.clone(),
+                        _ => format!("{} -> {}", opt(&step.from), opt(&step.to)),
+                    };
+                    let mut line = format!("  {:<24}  {what}", opt(&step.at));
                     if let Some(attempt) = step.attempt {
                         line.push_str(&format!("  attempt {attempt}"));
                     }

@@ -19,8 +19,8 @@ mod queues;
 
 pub use clap;
 pub use items::{
-    BatchStatus, HISTORY_ATTR, ItemDetail, ItemLine, ItemList, StatusWithItems, TimelineEntry,
-    batch_status, list_items, show_item, status_with_items,
+    BatchStatus, ItemDetail, ItemLine, ItemList, StatusWithItems, TimelineEntry, batch_status,
+    list_items, show_item, status_with_items,
 };
 pub use progress::{NoProgress, Progress, StderrProgress};
 pub use queues::{

@@ -411,10 +411,47 @@ async fn json_output_is_one_document_with_camel_case_fields() {
         "{item}"
     );
     assert_eq!(item["leaseUntil"], serde_json::Value::Null, "released");
+    // The timeline the run and the paid event wrote (the store appends it to every status write).
+    let steps = item["timeline"].as_array().expect("a timeline");
+    let moves: Vec<(&str, &str, u64)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["from"].as_str().unwrap_or("-"),
+                s["to"].as_str().unwrap_or("-"),
+                s["attempt"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
     assert_eq!(
-        item["timeline"],
-        serde_json::Value::Null,
-        "no history recorded"
+        moves,
+        [
+            ("pending", "submitting", 1),
+            ("submitting", "processing", 1),
+            ("processing", "paid", 0)
+        ],
+        "{item}"
+    );
+    assert_eq!(steps[0]["detail"], "claimed, key generation 0");
+    assert_eq!(steps[1]["detail"], item["providerPayoutId"]);
+    assert_eq!(steps[2]["event"], serde_json::Value::Null);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["at"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    assert_eq!(item["timelineProblems"], serde_json::json!([]));
+    let shown = show_item(&env.store, "b-ops", "item-00010")
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("  pending -> submitting  attempt 1  claimed, key generation 0\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  processing -> paid  attempt 0  tr_sandbox_"),
+        "{shown}"
     );
     for field in [
         "batchId",
@@ -478,6 +515,13 @@ async fn item_shows_every_field_and_its_timeline_when_the_record_has_one() {
                         1,
                         Some("account_invalid: No such destination"),
                     ),
+                    // A reversal: an event, no status change.
+                    AttributeValue::M(HashMap::from([
+                        ("at".to_owned(), s("2026-11-25T11:00:00.000Z")),
+                        ("event".to_owned(), s("reversal")),
+                        ("attempt".to_owned(), number(0)),
+                        ("detail".to_owned(), s("returned by the bank")),
+                    ])),
                 ])),
             ),
         ],
@@ -510,7 +554,9 @@ async fn item_shows_every_field_and_its_timeline_when_the_record_has_one() {
     assert_eq!(item.net_amount, "12.5", "as DynamoDB returns the number");
     assert_eq!(item.user_id, "user-00001");
     let timeline = item.timeline.as_ref().expect("a timeline");
-    assert_eq!(timeline.len(), 3);
+    assert_eq!(timeline.len(), 4);
+    assert_eq!(timeline[3].event.as_deref(), Some("reversal"));
+    assert_eq!((&timeline[3].from, &timeline[3].to), (&None, &None));
     assert_eq!(timeline[1].at.as_deref(), Some("2026-11-25T10:00:01.250Z"));
     assert_eq!(timeline[1].from.as_deref(), Some("submitting"));
     assert_eq!(timeline[1].to.as_deref(), Some("processing"));
@@ -535,12 +581,15 @@ async fn item_shows_every_field_and_its_timeline_when_the_record_has_one() {
         "timeline:",
         "2026-11-25T10:00:01.250Z  submitting -> processing  attempt 1  tr_1",
         "2026-11-25T10:05:00.000Z  processing -> failed  attempt 1  account_invalid: No such destination",
+        "2026-11-25T11:00:00.000Z  reversal  attempt 0  returned by the bank",
     ] {
         assert!(shown.contains(expected), "{expected:?} in:\n{shown}");
     }
     assert!(!shown.contains("no timeline recorded"), "{shown}");
     let as_json = json(&item);
     assert_eq!(as_json["timeline"][2]["to"], "failed");
+    assert_eq!(as_json["timeline"][3]["event"], "reversal");
+    assert_eq!(as_json["timeline"][3]["to"], serde_json::Value::Null);
     assert_eq!(as_json["timeline"][2]["attempt"], 1);
     assert_eq!(as_json["timeline"][0]["at"], "2026-11-25T10:00:00.000Z");
 
