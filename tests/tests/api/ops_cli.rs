@@ -1,14 +1,26 @@
-//! The operator CLI's DynamoDB side (`payouts-ops status` / `enqueue`'s batch check) against a
-//! real DynamoDB API (dynoxide in-process, or the endpoint in `AWS_ENDPOINT_URL_DYNAMODB`).
+//! The operator CLI (`payouts-ops`): its payouts-table commands (`status`, `items`, `item`, and
+//! the batch check of `enqueue` / `retry`) against a real DynamoDB API (dynoxide in-process, or
+//! the endpoint in `AWS_ENDPOINT_URL_DYNAMODB`), its queue commands (`enqueue`, `retry`,
+//! `dlq peek`, `redrive`) against moto's SQS server, its JSON output, and its command line
+//! (clap: `--help` everywhere, usage errors exit 2).
 
-use integration_tests::{TestEnv, items, test_config};
+use aws_sdk_dynamodb::types::AttributeValue;
+use integration_tests::{TestEnv, items, number, test_config};
 use payouts_core::domain::ItemStatus;
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::settlement::apply_payment_event;
-use payouts_ops::{EXIT_BATCH_NOT_FOUND, EXIT_USAGE, OpsError, batch_status, enqueue};
+use payouts_ops::clap::Parser;
+use payouts_ops::clap::error::ErrorKind;
+use payouts_ops::cli::{Cli, Command, DlqCommand};
+use payouts_ops::{
+    EXIT_BATCH_NOT_FOUND, EXIT_USAGE, NoProgress, OpsError, Output, Progress, RedriveMethod,
+    RedriveOptions, Report, batch_status, enqueue, list_items, peek_dlq, redrive, render, retry,
+    show_item, status_with_items, unsupported_operation,
+};
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_store_dynamodb::s;
 use payouts_store_dynamodb::schema::{attr, keys};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +37,31 @@ async fn unreachable_sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config)
 }
 
-/// 23 items paid by the executor: 17 processing, 3 pending_kyc (unverified), 2 failed (the
-/// sandbox rejects the account), 1 with no settings (pending_kyc too); then one paid by its
-/// event.
-#[tokio::test]
-async fn status_counts_every_status_across_pages_and_explains_failed_and_kyc_items() {
+/// Records every progress report, to check that long reads report each page.
+#[derive(Default)]
+struct RecordedProgress {
+    updates: Vec<(String, u64, Option<u64>)>,
+    finished: usize,
+}
+
+impl Progress for RecordedProgress {
+    fn update(&mut self, unit: &str, done: u64, total: Option<u64>) {
+        self.updates.push((unit.to_owned(), done, total));
+    }
+    fn finish(&mut self) {
+        self.finished += 1;
+    }
+}
+
+fn json(report: &impl Report) -> serde_json::Value {
+    let text = render(report, Output::Json);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"))
+}
+
+/// Batch `b-ops`, 23 items paid by the executor: 17 processing, 3 pending_kyc (unverified),
+/// 2 failed (the sandbox rejects the account), 1 with no settings (pending_kyc too); then one
+/// paid by its event.
+async fn paid_batch() -> TestEnv {
     let env = TestEnv::start().await;
     let batch = items(23, "10.00");
     env.seed_batch("b-ops", "sandbox", "USD", &batch).await;
@@ -64,8 +96,14 @@ async fn status_counts_every_status_across_pages_and_explains_failed_and_kyc_ite
         .await
         .unwrap();
     env.requests.reset();
+    env
+}
 
-    let summary = batch_status(&env.store, "b-ops", Some(5), false)
+#[tokio::test]
+async fn status_reads_live_counts_in_two_requests_and_items_pages_through_every_item() {
+    let env = paid_batch().await;
+
+    let status = batch_status(&env.store, "b-ops", Some(5), &mut NoProgress)
         .await
         .unwrap();
     assert_eq!(
@@ -77,16 +115,9 @@ async fn status_counts_every_status_across_pages_and_explains_failed_and_kyc_ite
         (1, 1, 2),
         "the batch record and one read of its counts, whatever its size"
     );
-    assert_eq!(summary.pages, 0);
-    assert!(summary.attention.is_empty());
-    assert!(summary.to_string().contains("with --items"), "{summary}");
-    env.requests.reset();
-
-    let status = batch_status(&env.store, "b-ops", Some(5), true)
-        .await
-        .unwrap();
-
-    assert_eq!(status.total(), 23);
+    assert_eq!(status.pages, 0);
+    assert!(status.live_counts);
+    assert_eq!(status.total, 23);
     assert_eq!(status.count(ItemStatus::Processing), 16);
     assert_eq!(status.count(ItemStatus::Paid), 1);
     assert_eq!(status.count(ItemStatus::PendingKyc), 4);
@@ -98,76 +129,511 @@ async fn status_counts_every_status_across_pages_and_explains_failed_and_kyc_ite
         ItemStatus::ALL.to_vec(),
         "every status listed, zeros included"
     );
+    let shown = status.to_string();
     assert!(
-        status.pages >= 5,
-        "23 items in pages of 5: {}",
-        status.pages
+        shown.starts_with("batch b-ops provider=sandbox currency=USD status=executing items=23"),
+        "{shown}"
     );
+    assert!(
+        shown.contains("payouts-ops items b-ops --status failed")
+            && shown.contains("payouts-ops items b-ops --status pending_kyc"),
+        "says how to list the items that need attention: {shown}"
+    );
+    env.requests.reset();
+
+    let mut progress = RecordedProgress::default();
+    let all = list_items(&env.store, "b-ops", None, Some(5), &mut progress)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 23);
+    assert_eq!(all.read, 23);
+    assert!(all.pages >= 5, "23 items in pages of 5: {}", all.pages);
     assert_eq!(
         env.requests.get("Query") as usize,
-        status.pages + 1,
-        "the counts, and one Query per page"
+        all.pages + 1,
+        "the counts (for the progress total), and one Query per page"
     );
-    for (status_name, n) in &status.counts {
-        assert_eq!(summary.count(*status_name), *n, "{status_name}");
-    }
     assert_eq!(env.requests.get("GetItem"), 1, "the batch record");
-    let attention: Vec<(&str, ItemStatus, &str)> = status
-        .attention
+    assert_eq!(progress.updates.len(), all.pages, "one report per page");
+    assert_eq!(
+        progress.updates.last(),
+        Some(&("items read".to_owned(), 23, Some(23)))
+    );
+    assert_eq!(progress.finished, 1, "the progress line is cleared");
+    for (status_name, n) in &status.counts {
+        let listed = all
+            .items
+            .iter()
+            .filter(|i| i.status == *status_name)
+            .count();
+        assert_eq!(
+            listed as u64, *n,
+            "{status_name}: the items agree with the counts"
+        );
+    }
+    let paid = all
+        .items
+        .iter()
+        .find(|i| i.item_id == "item-00010")
+        .unwrap();
+    assert_eq!(paid.status, ItemStatus::Paid);
+    let processing = all
+        .items
+        .iter()
+        .find(|i| i.item_id == "item-00006")
+        .unwrap();
+    assert!(
+        processing
+            .provider_payout_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("tr_sandbox_")),
+        "{processing:?}"
+    );
+    assert_eq!(processing.attempt, 1);
+    let shown = all.to_string();
+    assert!(
+        shown.starts_with("batch b-ops: 23 item(s) of 23 read"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("item-00006") && shown.contains("tr_sandbox_"),
+        "{shown}"
+    );
+
+    // `status --items` (as scripts/run-local.sh prints a batch): the counts, then every item.
+    let both = status_with_items(&env.store, "b-ops", None, &mut NoProgress)
+        .await
+        .unwrap();
+    let shown = both.to_string();
+    assert!(shown.starts_with("batch b-ops provider=sandbox"), "{shown}");
+    assert!(
+        shown.contains("batch b-ops: 23 item(s) of 23 read"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("--status failed"),
+        "no hint when the items follow: {shown}"
+    );
+    let as_json = json(&both);
+    assert_eq!(as_json["batchId"], "b-ops");
+    assert_eq!(as_json["counts"]["failed"], 2);
+    assert_eq!(as_json["items"].as_array().unwrap().len(), 23);
+    assert_eq!(as_json["items"][0]["itemId"], "item-00001");
+}
+
+#[tokio::test]
+async fn items_with_a_status_lists_only_those_items_with_their_reasons() {
+    let env = paid_batch().await;
+
+    let failed = list_items(
+        &env.store,
+        "b-ops",
+        Some(ItemStatus::Failed),
+        None,
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.read, 23, "the whole batch is read");
+    let lines: Vec<(&str, ItemStatus, &str, u64)> = failed
+        .items
         .iter()
         .map(|i| {
             (
                 i.item_id.as_str(),
                 i.status,
-                i.detail.as_deref().unwrap_or(""),
+                i.failure_reason.as_deref().unwrap_or(""),
+                i.attempt,
             )
         })
         .collect();
-    assert_eq!(attention.len(), 6, "{attention:?}");
-    for (item, status, reason) in &attention {
-        match *item {
-            "item-00001" | "item-00002" | "item-00003" => {
-                assert_eq!(*status, ItemStatus::PendingKyc);
-                assert!(reason.contains("not verified"), "{reason}");
-            }
-            "item-00004" | "item-00005" => {
-                assert_eq!(*status, ItemStatus::Failed);
-                assert!(reason.starts_with("account_invalid"), "{reason}");
-            }
-            "item-00023" => {
-                assert_eq!(*status, ItemStatus::PendingKyc);
-                assert!(reason.contains("no payout method"), "{reason}");
-            }
-            other => panic!("{other} does not need attention"),
-        }
+    assert_eq!(
+        lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+        ["item-00004", "item-00005"],
+        "only the failed items, in item order: {lines:?}"
+    );
+    for (item, status, reason, attempt) in &lines {
+        assert_eq!(*status, ItemStatus::Failed, "{item}");
+        assert!(reason.starts_with("account_invalid"), "{item}: {reason}");
+        assert_eq!(*attempt, 1, "{item}: one claim");
     }
-    assert!(summary.items.is_none(), "items listed only on request");
-
-    let shown = status.to_string();
+    let shown = failed.to_string();
     assert!(
-        shown.starts_with("batch b-ops provider=sandbox currency=USD"),
+        shown.starts_with("batch b-ops: 2 failed item(s) of 23 read"),
         "{shown}"
     );
-    assert!(shown.contains("not verified"), "{shown}");
-
-    let listed = batch_status(&env.store, "b-ops", None, true).await.unwrap();
-    let all = listed.items.as_ref().expect("every item listed");
-    assert_eq!(all.len(), 23);
-    let paid = all.iter().find(|i| i.item_id == "item-00010").unwrap();
-    assert_eq!(paid.status, ItemStatus::Paid);
-    let processing = all.iter().find(|i| i.item_id == "item-00006").unwrap();
+    let rows: Vec<&str> = shown.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "a header and two items: {shown}");
     assert!(
-        processing
-            .detail
-            .as_deref()
-            .is_some_and(|id| id.starts_with("tr_sandbox_")),
-        "{processing:?}"
+        rows[0].contains("ITEM") && rows[0].contains("REASON"),
+        "{shown}"
     );
-    assert!(listed.to_string().contains("item-00006"));
+    for row in &rows[1..] {
+        assert!(
+            row.contains(" failed ") && row.contains("account_invalid"),
+            "{row}"
+        );
+    }
+
+    let kyc = list_items(
+        &env.store,
+        "b-ops",
+        Some(ItemStatus::PendingKyc),
+        None,
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    let kyc: HashMap<&str, &str> = kyc
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.item_id.as_str(),
+                i.failure_reason.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kyc.len(), 4, "{kyc:?}");
+    for item in ["item-00001", "item-00002", "item-00003"] {
+        assert!(kyc[item].contains("not verified"), "{item}: {}", kyc[item]);
+    }
+    assert!(kyc["item-00023"].contains("no payout method"), "{kyc:?}");
+
+    let none = list_items(
+        &env.store,
+        "b-ops",
+        Some(ItemStatus::Submitting),
+        None,
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(none.items.is_empty());
+    assert_eq!(
+        none.to_string(),
+        "batch b-ops: no submitting items (23 read)\n"
+    );
 }
 
 #[tokio::test]
-async fn status_reports_unreadable_records_instead_of_failing() {
+async fn json_output_is_one_document_with_camel_case_fields() {
+    let env = paid_batch().await;
+
+    let status = json(
+        &batch_status(&env.store, "b-ops", None, &mut NoProgress)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status["batchId"], "b-ops");
+    assert_eq!(status["provider"], "sandbox");
+    assert_eq!(status["currency"], "USD");
+    assert_eq!(status["status"], "executing");
+    assert_eq!(status["total"], 23);
+    assert_eq!(status["liveCounts"], true);
+    assert!(
+        status["startedAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{status}"
+    );
+    assert_eq!(
+        status["counts"],
+        serde_json::json!({"pending": 0, "pending_kyc": 4, "submitting": 0,
+                           "processing": 16, "paid": 1, "failed": 2})
+    );
+    assert_eq!(status["unreadable"], serde_json::json!([]));
+
+    let failed = json(
+        &list_items(
+            &env.store,
+            "b-ops",
+            Some(ItemStatus::Failed),
+            None,
+            &mut NoProgress,
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(failed["batchId"], "b-ops");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["read"], 23);
+    let items = failed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let first = items[0].as_object().unwrap();
+    let mut fields: Vec<&str> = first.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "attempt",
+            "failureReason",
+            "itemId",
+            "netAmount",
+            "providerPayoutId",
+            "status",
+            "userId"
+        ],
+        "stable field names, absent values as null"
+    );
+    assert_eq!(first["itemId"], "item-00004");
+    assert_eq!(first["status"], "failed");
+    assert_eq!(first["attempt"], 1);
+    assert!(
+        first["failureReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("account_invalid")
+    );
+    assert_eq!(first["netAmount"], "10", "as DynamoDB returns the number");
+
+    let all = json(
+        &list_items(&env.store, "b-ops", None, None, &mut NoProgress)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(all["status"], serde_json::Value::Null, "no filter");
+    assert_eq!(all["items"].as_array().unwrap().len(), 23);
+
+    let item = json(&show_item(&env.store, "b-ops", "item-00010").await.unwrap());
+    assert_eq!(item["itemId"], "item-00010");
+    assert_eq!(item["status"], "paid");
+    assert!(
+        item["providerPayoutId"]
+            .as_str()
+            .unwrap()
+            .starts_with("tr_sandbox_")
+    );
+    assert_eq!(item["attempt"], 1);
+    assert_eq!(item["keyGeneration"], 0);
+    assert!(
+        item["updatedAt"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{item}"
+    );
+    assert_eq!(item["leaseUntil"], serde_json::Value::Null, "released");
+    // The timeline the run and the paid event wrote (the store appends it to every status write).
+    let steps = item["timeline"].as_array().expect("a timeline");
+    let moves: Vec<(&str, &str, u64)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["from"].as_str().unwrap_or("-"),
+                s["to"].as_str().unwrap_or("-"),
+                s["attempt"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("pending", "submitting", 1),
+            ("submitting", "processing", 1),
+            ("processing", "paid", 0)
+        ],
+        "{item}"
+    );
+    assert_eq!(steps[0]["detail"], "claimed, key generation 0");
+    assert_eq!(steps[1]["detail"], item["providerPayoutId"]);
+    assert_eq!(steps[2]["event"], serde_json::Value::Null);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["at"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    assert_eq!(item["timelineProblems"], serde_json::json!([]));
+    let shown = show_item(&env.store, "b-ops", "item-00010")
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("  pending -> submitting  attempt 1  claimed, key generation 0\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  processing -> paid  attempt 0  tr_sandbox_"),
+        "{shown}"
+    );
+    for field in [
+        "batchId",
+        "userId",
+        "netAmount",
+        "failureReason",
+        "keyFirstUsedAt",
+        "reconcileSince",
+        "heldTransferIds",
+        "otherKnownTransferIds",
+        "duplicatePayoutIds",
+        "timelineProblems",
+    ] {
+        assert!(item.get(field).is_some(), "{field} missing: {item}");
+    }
+}
+
+#[tokio::test]
+async fn item_shows_every_field_and_its_timeline_when_the_record_has_one() {
+    let env = TestEnv::start().await;
+    env.seed_batch("b-item", "sandbox", "USD", &items(3, "12.50"))
+        .await;
+    let step = |at: &str, from: &str, to: &str, attempt: u64, detail: Option<&str>| {
+        let mut map = HashMap::from([
+            ("at".to_owned(), s(at)),
+            ("from".to_owned(), s(from)),
+            ("to".to_owned(), s(to)),
+            ("attempt".to_owned(), number(attempt)),
+        ]);
+        if let Some(detail) = detail {
+            map.insert("detail".to_owned(), s(detail));
+        }
+        AttributeValue::M(map)
+    };
+    env.set_item_attributes(
+        "b-item",
+        "item-00001",
+        &[
+            (attr::STATUS, Some(s("failed"))),
+            (attr::ATTEMPT, Some(number(2))),
+            (attr::KEY_GENERATION, Some(number(1))),
+            (
+                attr::FAILURE_REASON,
+                Some(s("account_invalid: No such destination")),
+            ),
+            (
+                "history",
+                Some(AttributeValue::L(vec![
+                    step("2026-11-25T10:00:00.000Z", "pending", "submitting", 1, None),
+                    step(
+                        "2026-11-25T10:00:01.250Z",
+                        "submitting",
+                        "processing",
+                        1,
+                        Some("tr_1"),
+                    ),
+                    step(
+                        "2026-11-25T10:05:00.000Z",
+                        "processing",
+                        "failed",
+                        1,
+                        Some("account_invalid: No such destination"),
+                    ),
+                    // A reversal: an event, no status change.
+                    AttributeValue::M(HashMap::from([
+                        ("at".to_owned(), s("2026-11-25T11:00:00.000Z")),
+                        ("event".to_owned(), s("reversal")),
+                        ("attempt".to_owned(), number(0)),
+                        ("detail".to_owned(), s("returned by the bank")),
+                    ])),
+                ])),
+            ),
+        ],
+    )
+    .await;
+    // A history entry the CLI cannot read: shown as a problem, never a failure.
+    env.set_item_attributes(
+        "b-item",
+        "item-00002",
+        &[(
+            "history",
+            Some(AttributeValue::L(vec![
+                s("not a map"),
+                AttributeValue::M(HashMap::from([
+                    ("at".to_owned(), s("yesterday")),
+                    ("to".to_owned(), s("pending_kyc")),
+                    ("attempt".to_owned(), s("x")),
+                ])),
+            ])),
+        )],
+    )
+    .await;
+    env.requests.reset();
+
+    let item = show_item(&env.store, "b-item", "item-00001").await.unwrap();
+    assert_eq!(env.requests.total(), 1, "one GetItem");
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.attempt, 2);
+    assert_eq!(item.key_generation, 1);
+    assert_eq!(item.net_amount, "12.5", "as DynamoDB returns the number");
+    assert_eq!(item.user_id, "user-00001");
+    let timeline = item.timeline.as_ref().expect("a timeline");
+    assert_eq!(timeline.len(), 4);
+    assert_eq!(timeline[3].event.as_deref(), Some("reversal"));
+    assert_eq!((&timeline[3].from, &timeline[3].to), (&None, &None));
+    assert_eq!(timeline[1].at.as_deref(), Some("2026-11-25T10:00:01.250Z"));
+    assert_eq!(timeline[1].from.as_deref(), Some("submitting"));
+    assert_eq!(timeline[1].to.as_deref(), Some("processing"));
+    assert_eq!(timeline[1].attempt, Some(1));
+    assert_eq!(timeline[1].detail.as_deref(), Some("tr_1"));
+    assert_eq!(timeline[0].detail, None);
+    assert!(
+        item.timeline_problems.is_empty(),
+        "{:?}",
+        item.timeline_problems
+    );
+    let shown = item.to_string();
+    assert!(
+        shown.starts_with("item item-00001 of batch b-item\n"),
+        "{shown}"
+    );
+    for expected in [
+        "status           failed",
+        "failure reason   account_invalid: No such destination",
+        "attempt          2",
+        "key generation   1",
+        "timeline:",
+        "2026-11-25T10:00:01.250Z  submitting -> processing  attempt 1  tr_1",
+        "2026-11-25T10:05:00.000Z  processing -> failed  attempt 1  account_invalid: No such destination",
+        "2026-11-25T11:00:00.000Z  reversal  attempt 0  returned by the bank",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} in:\n{shown}");
+    }
+    assert!(!shown.contains("no timeline recorded"), "{shown}");
+    let as_json = json(&item);
+    assert_eq!(as_json["timeline"][2]["to"], "failed");
+    assert_eq!(as_json["timeline"][3]["event"], "reversal");
+    assert_eq!(as_json["timeline"][3]["to"], serde_json::Value::Null);
+    assert_eq!(as_json["timeline"][2]["attempt"], 1);
+    assert_eq!(as_json["timeline"][0]["at"], "2026-11-25T10:00:00.000Z");
+
+    let plain = show_item(&env.store, "b-item", "item-00003").await.unwrap();
+    assert_eq!(plain.timeline, None);
+    assert_eq!(plain.status, ItemStatus::Pending);
+    let shown = plain.to_string();
+    assert!(shown.contains("no timeline recorded"), "{shown}");
+    assert!(shown.contains("transfer id      -"), "{shown}");
+
+    let odd = show_item(&env.store, "b-item", "item-00002").await.unwrap();
+    let timeline = odd.timeline.as_ref().unwrap();
+    assert_eq!(timeline.len(), 1, "the map entry is kept: {timeline:?}");
+    assert_eq!(timeline[0].to.as_deref(), Some("pending_kyc"));
+    assert_eq!(timeline[0].attempt, None);
+    assert_eq!(
+        odd.timeline_problems.len(),
+        3,
+        "{:?}",
+        odd.timeline_problems
+    );
+    assert!(odd.timeline_problems[0].contains("entry 0 is not a map"));
+    assert!(
+        odd.to_string()
+            .contains("(timeline: entry 1: `at` \"yesterday\"")
+    );
+
+    let err = show_item(&env.store, "b-item", "item-99999")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::ItemNotFound { .. }), "{err}");
+    assert_eq!(err.exit_code(), EXIT_BATCH_NOT_FOUND);
+    assert!(
+        err.to_string().contains("payouts-ops items b-item"),
+        "{err}"
+    );
+    let err = show_item(&env.store, "b-nope", "item-00001")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::BatchNotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn status_and_items_report_unreadable_records_instead_of_failing() {
     let env = TestEnv::start().await;
     env.seed_batch("b-bad", "sandbox", "USD", &items(2, "1"))
         .await;
@@ -181,15 +647,35 @@ async fn status_reports_unreadable_records_instead_of_failing() {
         .await
         .unwrap();
 
-    let status = batch_status(&env.store, "b-bad", None, false)
+    let mut progress = RecordedProgress::default();
+    let status = batch_status(&env.store, "b-bad", None, &mut progress)
         .await
         .unwrap();
-
+    assert!(!status.live_counts, "not started: counted from the items");
     assert_eq!(status.count(ItemStatus::Pending), 2);
     assert_eq!(status.unreadable.len(), 1, "{:?}", status.unreadable);
     assert!(status.unreadable[0].contains("userId"));
-    assert_eq!(status.total(), 3);
-    assert!(status.to_string().contains("unreadable records (1)"));
+    assert_eq!(status.total, 3);
+    assert_eq!(
+        progress.updates,
+        vec![("items counted".to_owned(), 3, None)]
+    );
+    let shown = status.to_string();
+    assert!(shown.contains("unreadable records (1)"), "{shown}");
+    assert!(shown.contains("not started"), "{shown}");
+
+    let listed = list_items(
+        &env.store,
+        "b-bad",
+        Some(ItemStatus::Failed),
+        None,
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(listed.items.is_empty());
+    assert_eq!(listed.unreadable.len(), 1, "whatever the filter");
+    assert!(listed.to_string().contains("unreadable records (1)"));
 }
 
 #[tokio::test]
@@ -198,12 +684,16 @@ async fn unknown_batches_exit_with_batch_not_found_and_nothing_is_enqueued() {
     env.seed_batch("b-known", "sandbox", "USD", &items(1, "1"))
         .await;
 
-    let err = batch_status(&env.store, "b-missing", None, false)
+    let err = batch_status(&env.store, "b-missing", None, &mut NoProgress)
         .await
         .unwrap_err();
     assert!(matches!(err, OpsError::BatchNotFound(ref b) if b == "b-missing"));
     assert_eq!(err.exit_code(), EXIT_BATCH_NOT_FOUND);
     assert!(err.to_string().contains("does not exist"), "{err}");
+    let err = list_items(&env.store, "b-missing", None, None, &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_BATCH_NOT_FOUND, "{err}");
 
     // The batch check comes before any SQS call: this client could not send anything.
     let sqs = unreachable_sqs().await;
@@ -212,8 +702,16 @@ async fn unknown_batches_exit_with_batch_not_found_and_nothing_is_enqueued() {
         .unwrap_err();
     assert!(matches!(err, OpsError::BatchNotFound(_)), "{err}");
     assert_eq!(err.exit_code(), EXIT_BATCH_NOT_FOUND);
+    let err = retry(&env.store, &sqs, "http://queue", "b-missing", 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::BatchNotFound(_)), "{err}");
 
     let err = enqueue(&env.store, &sqs, "http://queue", "bad id", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE, "{err}");
+    let err = retry(&env.store, &sqs, "http://queue", "bad id", 0)
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), EXIT_USAGE, "{err}");
@@ -224,6 +722,10 @@ async fn unknown_batches_exit_with_batch_not_found_and_nothing_is_enqueued() {
         .unwrap_err();
     assert!(matches!(err, OpsError::Runtime(_)), "{err}");
     assert_eq!(err.exit_code(), 1);
+    assert!(
+        err.to_string().contains("then run the command again"),
+        "{err}"
+    );
 }
 
 // ------------------------------------------------------------------------------- SQS (moto)
@@ -341,33 +843,195 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, Optio
     }
 }
 
+/// A job body for batch `batch_id`.
+fn job_body(batch_id: &str) -> String {
+    serde_json::to_string(&payouts_core::job::PayoutJob::for_batch(batch_id, None)).unwrap()
+}
+
+/// How many messages the queue holds, visible or not.
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as Name;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(Name::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    [
+        Name::ApproximateNumberOfMessages,
+        Name::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|name| {
+        attributes
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
 #[tokio::test]
-async fn enqueue_sends_a_job_the_executor_accepts() {
+async fn enqueue_and_retry_send_jobs_the_executor_accepts() {
     let moto = Moto::start().await;
-    let env = TestEnv::start().await;
-    env.seed_batch("b-enqueue", "sandbox", "USD", &items(1, "1"))
+    let env = paid_batch().await;
+    env.seed_batch("b-new", "sandbox", "USD", &items(1, "1"))
         .await;
     let sqs = moto.sqs().await;
     let jobs = create_queue(&sqs, "payout-jobs").await;
 
-    let message_id = enqueue(
-        &env.store,
-        &sqs,
-        &jobs,
-        "b-enqueue",
-        Some("ops-test".into()),
-    )
-    .await
-    .unwrap();
-    assert!(!message_id.is_empty());
+    let sent = enqueue(&env.store, &sqs, &jobs, "b-ops", Some("ops-test".into()))
+        .await
+        .unwrap();
+    assert!(!sent.message_id.is_empty());
+    assert_eq!(sent.job_id.as_deref(), Some("ops-test"));
+    assert!(
+        sent.to_string()
+            .starts_with("enqueued payout.execute for batch b-ops: message ")
+    );
     let missing = enqueue(&env.store, &sqs, &jobs, "b-nope", None).await;
     assert!(matches!(missing, Err(OpsError::BatchNotFound(_))));
 
+    // 2026-11-26T04:30:00.000Z
+    let retried = retry(&env.store, &sqs, &jobs, "b-ops", 1_795_667_400_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        retried.sent.job_id.as_deref(),
+        Some("ops-retry-2026-11-26T04:30:00.000Z")
+    );
+    assert!(retried.counted);
+    assert_eq!((retried.failed, retried.pending_kyc), (2, 4));
+    assert_eq!(retried.batch_status, "executing");
+    let shown = retried.to_string();
+    assert!(
+        shown.contains("retries 2 failed and 4 pending_kyc"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&retried.sent.body),
+        "prints what it sent: {shown}"
+    );
+    let as_json = json(&retried);
+    assert_eq!(as_json["sent"]["batchId"], "b-ops");
+    assert_eq!(
+        as_json["sent"]["messageId"],
+        retried.sent.message_id.as_str()
+    );
+    assert_eq!(as_json["failed"], 2);
+
+    let fresh = retry(&env.store, &sqs, &jobs, "b-new", 1_795_667_400_000)
+        .await
+        .unwrap();
+    assert!(!fresh.counted);
+    assert!(fresh.to_string().contains("has not started"), "{fresh}");
+
     let sent = drain(&sqs, &jobs).await;
-    assert_eq!(sent.len(), 1, "only the known batch's job: {sent:?}");
-    let job = payouts_core::job::PayoutJob::parse(Some(&sent[0].0)).expect("a valid job");
-    assert_eq!(job.payload.batch_id, "b-enqueue");
-    assert_eq!(job.job_id.as_deref(), Some("ops-test"));
+    assert_eq!(sent.len(), 3, "only the known batches' jobs: {sent:?}");
+    let mut parsed: Vec<(String, Option<String>)> = sent
+        .iter()
+        .map(|(body, _)| {
+            let job = payouts_core::job::PayoutJob::parse(Some(body)).expect("a valid job");
+            assert!(job.payload.segment.is_none() && job.payload.resume_after.is_none());
+            (job.payload.batch_id, job.job_id)
+        })
+        .collect();
+    parsed.sort();
+    assert_eq!(
+        parsed,
+        [
+            (
+                "b-new".to_owned(),
+                Some("ops-retry-2026-11-26T04:30:00.000Z".to_owned())
+            ),
+            (
+                "b-ops".to_owned(),
+                Some("ops-retry-2026-11-26T04:30:00.000Z".to_owned())
+            ),
+            ("b-ops".to_owned(), Some("ops-test".to_owned())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn dlq_peek_shows_messages_and_leaves_them_in_the_dlq() {
+    let moto = Moto::start().await;
+    let sqs = moto.sqs().await;
+    let dlq = create_queue(&sqs, "payout-jobs-dlq").await;
+    for i in 0..3 {
+        sqs.send_message()
+            .queue_url(&dlq)
+            .message_body(job_body(&format!("b-dlq-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&dlq)
+        .message_body("not a job")
+        .send()
+        .await
+        .unwrap();
+
+    let peek = peek_dlq(&sqs, &dlq, 10).await.unwrap();
+    assert_eq!(peek.messages.len(), 4, "{peek:?}");
+    assert_eq!(peek.approximate_messages, Some(4));
+    assert!(peek.warnings.is_empty(), "{:?}", peek.warnings);
+    let mut batches: Vec<Option<&str>> = peek
+        .messages
+        .iter()
+        .map(|m| m.batch_id.as_deref())
+        .collect();
+    batches.sort();
+    assert_eq!(
+        batches,
+        [None, Some("b-dlq-0"), Some("b-dlq-1"), Some("b-dlq-2")]
+    );
+    for m in &peek.messages {
+        assert!(!m.message_id.is_empty());
+        assert_eq!(m.receive_count, Some(1), "{m:?}");
+        assert!(
+            m.sent_at.as_deref().is_some_and(|t| t.ends_with('Z')),
+            "{m:?}"
+        );
+    }
+    let shown = peek.to_string();
+    assert!(
+        shown.starts_with("4 message(s) of about 4 in the DLQ (left there)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("receives 1") && shown.contains("batch b-dlq-1"),
+        "{shown}"
+    );
+    assert!(shown.contains("  not a job\n"), "{shown}");
+
+    // Visible again at once: a second peek sees them all (and counts a second receive).
+    let again = peek_dlq(&sqs, &dlq, 2).await.unwrap();
+    assert_eq!(again.messages.len(), 2, "--max 2");
+    assert!(
+        again.messages.iter().all(|m| m.receive_count == Some(2)),
+        "{again:?}"
+    );
+    let as_json = json(&again);
+    let first = as_json["messages"][0].as_object().unwrap();
+    let mut fields: Vec<&str> = first.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["batchId", "body", "messageId", "receiveCount", "sentAt"]
+    );
+    assert_eq!(as_json["approximateMessages"], 4);
+
+    assert_eq!(queue_depth(&sqs, &dlq).await, 4, "nothing deleted");
+    assert_eq!(
+        drain(&sqs, &dlq).await.len(),
+        4,
+        "every message receivable now"
+    );
 }
 
 #[tokio::test]
@@ -376,15 +1040,7 @@ async fn redrive_moves_each_dlq_message_to_the_jobs_queue_once() {
     let sqs = moto.sqs().await;
     let jobs = create_queue(&sqs, "payout-jobs").await;
     let dlq = create_queue(&sqs, "payout-jobs-dlq").await;
-    let bodies: Vec<String> = (0..13)
-        .map(|i| {
-            serde_json::to_string(&payouts_core::job::PayoutJob::for_batch(
-                &format!("b-{i:02}"),
-                None,
-            ))
-            .unwrap()
-        })
-        .collect();
+    let bodies: Vec<String> = (0..13).map(|i| job_body(&format!("b-{i:02}"))).collect();
     for (i, body) in bodies.iter().enumerate() {
         let mut send = sqs.send_message().queue_url(&dlq).message_body(body);
         if i == 0 {
@@ -400,12 +1056,50 @@ async fn redrive_moves_each_dlq_message_to_the_jobs_queue_once() {
         send.send().await.unwrap();
     }
 
-    let report = payouts_ops::redrive(&sqs, &dlq, &jobs, Some(4))
+    let by_hand = |max| RedriveOptions {
+        max: Some(max),
+        ..RedriveOptions::default()
+    };
+    let mut progress = RecordedProgress::default();
+    let report = redrive(&sqs, &dlq, &jobs, by_hand(4), &mut progress)
         .await
         .unwrap();
     assert_eq!(report.moved, 4, "--max 4");
-    let report = payouts_ops::redrive(&sqs, &dlq, &jobs, None).await.unwrap();
+    assert_eq!(report.method, RedriveMethod::ByHand);
+    assert_eq!(progress.updates.len(), 4, "one report per message");
+    assert_eq!(
+        progress.updates.last(),
+        Some(&("messages moved".to_owned(), 4, Some(4)))
+    );
+    assert_eq!(progress.finished, 1);
+
+    // Without --max: SQS's message-move task. moto does not implement StartMessageMoveTask
+    // (it answers HTTP 500 without an AWS error code), so the messages move by hand.
+    let report = redrive(
+        &sqs,
+        &dlq,
+        &jobs,
+        RedriveOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.moved, 9, "the rest");
+    assert_eq!(report.method, RedriveMethod::ByHand, "{report:?}");
+    assert!(report.task.is_none());
+    let because = report.by_hand_because.as_deref().unwrap_or_default();
+    assert!(
+        because.contains("does not support message-move tasks"),
+        "{because}"
+    );
+    let shown = report.to_string();
+    assert!(
+        shown.starts_with("redrove 9 message(s) from the DLQ"),
+        "{shown}"
+    );
+    let as_json = json(&report);
+    assert_eq!(as_json["method"], "byHand");
+    assert_eq!(as_json["moved"], 9);
 
     assert_eq!(drain(&sqs, &dlq).await, vec![], "the DLQ is empty");
     let moved = drain(&sqs, &jobs).await;
@@ -425,27 +1119,223 @@ async fn redrive_moves_each_dlq_message_to_the_jobs_queue_once() {
         .await
         .unwrap();
     let missing_queue = format!("{}/123456789012/no-such-queue", moto.endpoint);
-    let err = payouts_ops::redrive(&sqs, &dlq, &missing_queue, None)
+    let err = redrive(&sqs, &dlq, &missing_queue, by_hand(5), &mut NoProgress)
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
     assert!(err.to_string().contains("moved 0"), "{err}");
-    let left = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
-    let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
-        left.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
+    // Without --max the jobs queue's ARN is read first: it fails before anything moves.
+    let err = redrive(
+        &sqs,
+        &dlq,
+        &missing_queue,
+        RedriveOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("QueueArn"), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        queue_depth(&sqs, &dlq).await,
         1,
-        "the message stays in the DLQ: {left:?}"
+        "the message stays in the DLQ"
+    );
+
+    let err = redrive(&sqs, &dlq, &dlq, RedriveOptions::default(), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE, "{err}");
+}
+
+/// What `redrive` takes for "this service has no move tasks", and what it does not.
+#[test]
+fn only_an_unsupported_operation_answer_makes_redrive_move_by_hand() {
+    for code in [
+        "UnknownOperationException",
+        "InvalidAction",
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "NotImplemented",
+    ] {
+        assert!(unsupported_operation(Some(code), Some(400)), "{code}");
+    }
+    assert!(unsupported_operation(None, Some(501)));
+    assert!(unsupported_operation(None, Some(500)), "moto's answer");
+    for (code, status) in [
+        (Some("InternalError"), Some(500)),
+        (Some("AccessDenied"), Some(403)),
+        (Some("InvalidParameterValue"), Some(400)),
+        (Some("ThrottlingException"), Some(400)),
+        (None, Some(503)),
+        (None, None),
+    ] {
+        assert!(!unsupported_operation(code, status), "{code:?} {status:?}");
+    }
+}
+
+// ------------------------------------------------------------------------------ command line
+
+fn parse(args: &[&str]) -> Result<Cli, payouts_ops::clap::Error> {
+    Cli::try_parse_from(std::iter::once("payouts-ops").chain(args.iter().copied()))
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let top = parse(&["--help"]).unwrap_err();
+    assert_eq!(top.kind(), ErrorKind::DisplayHelp);
+    assert_eq!(top.exit_code(), 0);
+    let text = top.to_string();
+    for expected in [
+        "enqueue",
+        "retry",
+        "status",
+        "items",
+        "item",
+        "dlq",
+        "redrive",
+        "PayoutExecutionEnabled=false",
+        "sam deploy --parameter-overrides",
+        "Exit codes:",
+        "3  the batch",
+        "Example:",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    for command in [
+        &["enqueue", "--help"][..],
+        &["retry", "--help"],
+        &["status", "--help"],
+        &["items", "--help"],
+        &["item", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "peek", "--help"],
+        &["redrive", "--help"],
+    ] {
+        let help = parse(command).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp, "{command:?}");
+        assert_eq!(help.exit_code(), 0, "{command:?}");
+        let text = help.to_string();
+        let purpose = text.lines().next().unwrap_or_default();
+        assert!(
+            !purpose.is_empty() && !purpose.starts_with("Usage"),
+            "{command:?}: {text}"
+        );
+        assert!(
+            text.contains(&format!("Example:\n  payouts-ops {}", command[0])),
+            "{command:?}: {text}"
+        );
+        assert!(text.contains("--payouts-table"), "global options: {text}");
+    }
+    let version = parse(&["--version"]).unwrap_err();
+    assert_eq!(version.kind(), ErrorKind::DisplayVersion);
+    assert_eq!(version.exit_code(), 0);
+}
+
+#[test]
+fn arguments_parse_and_usage_errors_exit_2() {
+    let cli = parse(&[
+        "--payouts-table",
+        "payouts-dev",
+        "--output",
+        "json",
+        "items",
+        "b-1",
+        "--status",
+        "pending_kyc",
+    ])
+    .unwrap();
+    assert_eq!(cli.output, Output::Json);
+    assert_eq!(cli.table().unwrap(), "payouts-dev");
+    assert!(matches!(
+        cli.command,
+        Command::Items { ref batch_id, status: Some(ItemStatus::PendingKyc) } if batch_id == "b-1"
+    ));
+    // Global options go after the command too.
+    let cli = parse(&[
+        "redrive",
+        "--no-wait",
+        "--dlq-url",
+        "http://dlq",
+        "--rate",
+        "50",
+    ])
+    .unwrap();
+    assert_eq!(cli.dlq().unwrap(), "http://dlq");
+    assert!(matches!(
+        cli.command,
+        Command::Redrive {
+            max: None,
+            no_wait: true,
+            rate: Some(50)
+        }
+    ));
+    assert!(matches!(
+        parse(&["dlq", "peek"]).unwrap().command,
+        Command::Dlq(DlqCommand::Peek { max: 10 })
+    ));
+    assert!(matches!(
+        parse(&["enqueue", "b-1", "--job-id", "j"]).unwrap().command,
+        Command::Enqueue { job_id: Some(ref j), .. } if j == "j"
+    ));
+    assert!(matches!(
+        parse(&["item", "b-1", "item-1"]).unwrap().command,
+        Command::Item { .. }
+    ));
+    assert!(matches!(
+        parse(&["status", "b-1"]).unwrap().command,
+        Command::Status { items: false, .. }
+    ));
+    assert!(matches!(
+        parse(&["status", "--items", "b-1"]).unwrap().command,
+        Command::Status { items: true, .. }
+    ));
+
+    for (args, kind) in [
+        (&["items"][..], ErrorKind::MissingRequiredArgument),
+        (&["item", "b-1"], ErrorKind::MissingRequiredArgument),
+        (&["retry"], ErrorKind::MissingRequiredArgument),
+        (&[], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand),
+        (
+            &["dlq"],
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+        ),
+        (
+            &["items", "b-1", "--status", "lost"],
+            ErrorKind::InvalidValue,
+        ),
+        (
+            &["--output", "yaml", "status", "b-1"],
+            ErrorKind::InvalidValue,
+        ),
+        (&["dlq", "peek", "--max", "0"], ErrorKind::ValueValidation),
+        (
+            &["redrive", "--max", "3", "--no-wait"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (&["redrive", "--rate", "501"], ErrorKind::ValueValidation),
+        (&["items", "b-1", "--items"], ErrorKind::UnknownArgument),
+        (&["pause"], ErrorKind::InvalidSubcommand),
+    ] {
+        let err = parse(args).unwrap_err();
+        assert_eq!(err.kind(), kind, "{args:?}: {err}");
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
+    }
+
+    // The usage line shows what to type, whatever the environment provides.
+    let missing = parse(&["items"]).unwrap_err().to_string();
+    assert!(
+        missing.contains("Usage: payouts-ops items [OPTIONS] <BATCH_ID>"),
+        "{missing}"
+    );
+
+    // An empty setting is missing configuration (exit 2), naming the variable and the option.
+    let cli = parse(&["--payouts-table", "  ", "status", "b-1"]).unwrap();
+    let err = cli.table().unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert_eq!(
+        err.to_string(),
+        "missing configuration: set PAYOUTS_TABLE or pass --payouts-table"
     );
 }
