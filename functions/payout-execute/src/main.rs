@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use payout_execute::{App, deadline_from_epoch_ms, handle_sqs_event};
-use payouts_config::{Env, ExecuteSettings};
+use payouts_config::{CertFile, Env, ExecuteSettings, ensure_usable_cert_file};
 use payouts_core::clock::SystemClock;
 use payouts_core::executor::Executor;
 use payouts_core::ports::queue::JobQueue;
@@ -14,9 +14,18 @@ use payouts_secrets_aws::SecretsManagerStore;
 use payouts_store_dynamodb::DynamoDbRepository;
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // Before any thread starts: it may remove SSL_CERT_FILE from the environment.
+    let cert_file = ensure_usable_cert_file();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cert_file))
+}
+
+async fn run(cert_file: CertFile) -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    cert_file.log();
     let settings = ExecuteSettings::from_env(&Env::from_process())?;
     let aws = aws_config::load_from_env().await;
     // Secrets named in the settings are read when first needed, not here: start-up makes no call.

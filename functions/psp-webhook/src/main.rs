@@ -3,7 +3,7 @@
 //! concrete types.
 
 use lambda_http::{Body, Error, Request, Response, service_fn};
-use payouts_config::{Env, WebhookSettings};
+use payouts_config::{CertFile, Env, WebhookSettings, ensure_usable_cert_file};
 use payouts_core::clock::SystemClock;
 use payouts_psp::registry::registry_from_settings;
 use payouts_secrets_aws::SecretsManagerStore;
@@ -11,9 +11,18 @@ use payouts_store_dynamodb::DynamoDbRepository;
 use psp_webhook::{WebhookApp, handle_webhook};
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // Before any thread starts: it may remove SSL_CERT_FILE from the environment.
+    let cert_file = ensure_usable_cert_file();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cert_file))
+}
+
+async fn run(cert_file: CertFile) -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    cert_file.log();
     let settings = WebhookSettings::from_env(&Env::from_process())?;
     let aws = aws_config::load_from_env().await;
     // Secrets named in the settings are read when first needed, not here: start-up makes no call.

@@ -7,6 +7,7 @@
 mod env;
 mod psp;
 mod secret;
+mod tls;
 
 pub use env::Env;
 pub use psp::{
@@ -14,6 +15,7 @@ pub use psp::{
     StripeSettings,
 };
 pub use secret::Secret;
+pub use tls::{CertFile, ensure_usable_cert_file};
 
 use payouts_core::executor::{ExecutorConfig, FanOut};
 use payouts_core::reconciler::ReconcilerConfig;
