@@ -24,7 +24,7 @@ fn main() -> Result<(), Error> {
 }
 
 async fn run(cert_file: CertFile) -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    payouts_config::init_logging();
     cert_file.log();
     let settings = ExecuteSettings::from_env(&Env::from_process())?;
     let aws = aws_config::load_from_env().await;

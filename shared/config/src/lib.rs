@@ -5,11 +5,13 @@
 //! configuration table.
 
 mod env;
+mod logging;
 mod psp;
 mod secret;
 mod tls;
 
 pub use env::Env;
+pub use logging::{FlatJson, init_logging};
 pub use psp::{
     AdyenSettings, BudgetShare, PspSettings, RECONCILER_SLICE, RequestBudget, SandboxSettings,
     StripeSettings,
