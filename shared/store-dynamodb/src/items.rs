@@ -255,19 +255,7 @@ impl DynamoDbRepository {
         let mut expression = Expression::new()
             .set(attr::STATUS, status(ItemStatus::PendingKyc))
             .set(attr::FAILURE_REASON, s(reason))
-            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
-            .append_to_list(
-                attr::HISTORY,
-                history_entry(
-                    now_ms,
-                    HistoryMove::Status {
-                        from: item.status,
-                        to: ItemStatus::PendingKyc,
-                    },
-                    seen.attempt,
-                    reason,
-                ),
-            );
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
         expression = if item.status == ItemStatus::Failed && seen.reconcile_since_ms.is_none() {
             // The PSP stored its rejection under the current key: the next attempt must not
             // replay it, so the item leaves `failed` on the next generation (written once:
@@ -289,6 +277,11 @@ impl DynamoDbRepository {
             expression,
             item.status,
             ItemStatus::PendingKyc,
+            Note {
+                at_ms: now_ms,
+                attempt: seen.attempt,
+                detail: reason,
+            },
         )
         .await
     }
@@ -310,19 +303,7 @@ impl DynamoDbRepository {
             )
             .set(attr::STATUS, status(ItemStatus::Failed))
             .set(attr::FAILURE_REASON, s(reason))
-            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
-            .append_to_list(
-                attr::HISTORY,
-                history_entry(
-                    now_ms,
-                    HistoryMove::Status {
-                        from: item.status,
-                        to: ItemStatus::Failed,
-                    },
-                    item.attempt.attempt,
-                    reason,
-                ),
-            );
+            .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)));
         let expression = unchanged_since_read(expression, item);
         self.transition(
             &item.batch_id,
@@ -330,6 +311,11 @@ impl DynamoDbRepository {
             expression,
             item.status,
             ItemStatus::Failed,
+            Note {
+                at_ms: now_ms,
+                attempt: item.attempt.attempt,
+                detail: reason,
+            },
         )
         .await
     }
@@ -368,19 +354,7 @@ impl DynamoDbRepository {
             .set(attr::KEY_GENERATION, n(claim.key_generation))
             .set(attr::UPDATED_AT, s(rfc3339_from_ms(now_ms)))
             .set(attr::ITEM_PROVIDER, s(provider))
-            .remove(attr::FAILURE_REASON)
-            .append_to_list(
-                attr::HISTORY,
-                history_entry(
-                    now_ms,
-                    HistoryMove::Status {
-                        from: item.status,
-                        to: ItemStatus::Submitting,
-                    },
-                    claim.attempt,
-                    &format!("claimed, key generation {}", claim.key_generation),
-                ),
-            );
+            .remove(attr::FAILURE_REASON);
         if next_generation {
             expression = retire_transfer(expression, item.provider_payout_id.as_deref())
                 .require_absent(attr::RECONCILE_SINCE)
@@ -396,6 +370,11 @@ impl DynamoDbRepository {
                 expression,
                 item.status,
                 ItemStatus::Submitting,
+                Note {
+                    at_ms: now_ms,
+                    attempt: claim.attempt,
+                    detail: &format!("claimed, key generation {}", claim.key_generation),
+                },
             )
             .await;
         Ok(match result? {
@@ -415,25 +394,18 @@ impl DynamoDbRepository {
             .set(attr::PROVIDER_PAYOUT_ID, s(provider_payout_id))
             .remove(attr::LEASE_UNTIL)
             .remove(attr::FAILURE_REASON)
-            .remove(attr::RECONCILE_SINCE)
-            .append_to_list(
-                attr::HISTORY,
-                history_entry(
-                    now_ms,
-                    HistoryMove::Status {
-                        from: ItemStatus::Submitting,
-                        to: ItemStatus::Processing,
-                    },
-                    claim.attempt,
-                    provider_payout_id,
-                ),
-            );
+            .remove(attr::RECONCILE_SINCE);
         self.transition(
             &claim.batch_id,
             &claim.item_id,
             expression,
             ItemStatus::Submitting,
             ItemStatus::Processing,
+            Note {
+                at_ms: now_ms,
+                attempt: claim.attempt,
+                detail: provider_payout_id,
+            },
         )
         .await
     }
@@ -448,19 +420,7 @@ impl DynamoDbRepository {
         let expression = fenced(claim, now_ms)
             .set(attr::STATUS, status(ItemStatus::Failed))
             .set(attr::FAILURE_REASON, s(reason))
-            .remove(attr::LEASE_UNTIL)
-            .append_to_list(
-                attr::HISTORY,
-                history_entry(
-                    now_ms,
-                    HistoryMove::Status {
-                        from: ItemStatus::Submitting,
-                        to: ItemStatus::Failed,
-                    },
-                    claim.attempt,
-                    reason,
-                ),
-            );
+            .remove(attr::LEASE_UNTIL);
         let expression = mark_key(expression, key, now_ms);
         self.transition(
             &claim.batch_id,
@@ -468,6 +428,11 @@ impl DynamoDbRepository {
             expression,
             ItemStatus::Submitting,
             ItemStatus::Failed,
+            Note {
+                at_ms: now_ms,
+                attempt: claim.attempt,
+                detail: reason,
+            },
         )
         .await
     }
@@ -534,9 +499,10 @@ impl DynamoDbRepository {
         Ok(())
     }
 
-    /// One item transition from `from` to `to` under `expression`: a plain conditional
-    /// UpdateItem when the status stays, otherwise one TransactWriteItems of that update and
-    /// the count move on the item's counter shard, so the counts never drift from the items.
+    /// One item transition from `from` to `to` under `expression`, with its timeline entry
+    /// (`note`) in the same write: a plain conditional UpdateItem when the status stays,
+    /// otherwise one TransactWriteItems of that update and the count move on the item's counter
+    /// shard, so the counts never drift from the items.
     async fn transition(
         &self,
         batch_id: &str,
@@ -544,7 +510,17 @@ impl DynamoDbRepository {
         expression: Expression,
         from: ItemStatus,
         to: ItemStatus,
+        note: Note<'_>,
     ) -> Result<TransitionOutcome, StoreError> {
+        let expression = expression.append_to_list(
+            attr::HISTORY,
+            history_entry(
+                note.at_ms,
+                HistoryMove::Status { from, to },
+                note.attempt,
+                note.detail,
+            ),
+        );
         if from == to {
             return conditional(self.update(batch_id, item_id, expression).send().await);
         }
@@ -619,6 +595,14 @@ impl DynamoDbRepository {
             .set_expression_attribute_values(parts.values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
+}
+
+/// What a transition's timeline entry says besides the move: when, the attempt, and the
+/// transfer id or reason.
+struct Note<'a> {
+    at_ms: u64,
+    attempt: u64,
+    detail: &'a str,
 }
 
 /// Guards `expression` on the item being as it was read: same status, attempt and key generation.
