@@ -3,33 +3,24 @@
 //! concrete types.
 
 use lambda_http::{Body, Error, Request, Response, service_fn};
-use payouts_config::{CertFile, Env, WebhookSettings, ensure_usable_cert_file};
+use payouts_config::{Env, WebhookSettings};
 use payouts_core::clock::SystemClock;
-use payouts_psp::registry::registry_from_settings;
 use payouts_secrets_aws::SecretsManagerStore;
 use payouts_store_dynamodb::DynamoDbRepository;
 use psp_webhook::{WebhookApp, handle_webhook};
 use std::sync::Arc;
 
 fn main() -> Result<(), Error> {
-    // Before any thread starts: it may remove SSL_CERT_FILE from the environment.
-    let cert_file = ensure_usable_cert_file();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(cert_file))
+    payouts_config::start(run)
 }
 
-async fn run(cert_file: CertFile) -> Result<(), Error> {
-    payouts_config::init_logging();
-    cert_file.log();
+async fn run() -> Result<(), Error> {
     let settings = WebhookSettings::from_env(&Env::from_process())?;
     let aws = aws_config::load_from_env().await;
     // Secrets named in the settings are read when first needed, not here: start-up makes no call.
-    let secrets = SecretsManagerStore::source_for(&settings.psp, || {
+    let adapters = SecretsManagerStore::psp_adapters(&settings.psp, || {
         aws_sdk_secretsmanager::Client::new(&aws)
-    });
-    let adapters = registry_from_settings(&settings.psp, secrets.as_ref())?;
+    })?;
     tracing::info!(?settings, providers = ?adapters.providers(), "settings read");
     let store = DynamoDbRepository::payouts_only(
         aws_sdk_dynamodb::Client::new(&aws),

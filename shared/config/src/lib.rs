@@ -17,7 +17,7 @@ pub use psp::{
     StripeSettings,
 };
 pub use secret::Secret;
-pub use tls::{CertFile, ensure_usable_cert_file};
+pub use tls::{CertFile, ensure_usable_cert_file, start};
 
 use payouts_core::executor::{ExecutorConfig, FanOut};
 use payouts_core::reconciler::ReconcilerConfig;

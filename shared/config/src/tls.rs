@@ -1,4 +1,4 @@
-//! `SSL_CERT_FILE`, checked before anything reads it: the template points it at Amazon Linux
+//! A function's start, and `SSL_CERT_FILE`, checked before anything reads it: the template points it at Amazon Linux
 //! 2023's CA bundle (one file instead of scanning a directory halves the cold start), and a
 //! runtime without that file must not lose TLS to AWS and the PSPs over it.
 
@@ -14,6 +14,25 @@ pub enum CertFile {
     /// Set to a path with no readable file: removed from the environment, so TLS clients use
     /// the system's roots instead (log this at WARN).
     Missing(String),
+}
+
+/// Runs a function's `main`: checks `SSL_CERT_FILE` while the process has one thread, then
+/// starts the Tokio runtime, installs the logs ([`crate::init_logging`]), says what it found in
+/// `SSL_CERT_FILE`, and runs `run` to the end.
+pub fn start<F, E>(run: impl FnOnce() -> F) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: From<std::io::Error>,
+{
+    let cert_file = ensure_usable_cert_file();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        crate::init_logging();
+        cert_file.log();
+        run().await
+    })
 }
 
 /// Checks `SSL_CERT_FILE` and, when it names no readable file, removes it from the environment.

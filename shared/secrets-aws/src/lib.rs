@@ -3,7 +3,9 @@
 //! by `payouts_psp::secrets` for `SECRETS_CACHE_SECONDS`. The endpoint follows the standard
 //! `AWS_ENDPOINT_URL_SECRETS_MANAGER` / `AWS_ENDPOINT_URL`, so tests run against moto.
 
-use payouts_config::PspSettings;
+use payouts_config::{ConfigError, PspSettings};
+use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_psp::registry::registry_from_settings;
 use payouts_psp::secrets::{SecretError, SecretSource, SecretStore};
 use std::sync::Arc;
 
@@ -15,6 +17,16 @@ pub struct SecretsManagerStore {
 impl SecretsManagerStore {
     pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
         SecretsManagerStore { client }
+    }
+
+    /// The adapters for `psp`'s settings, their named secrets read through a client `client`
+    /// builds (only when a setting names one): what every function's `main` calls.
+    pub fn psp_adapters(
+        psp: &PspSettings,
+        client: impl FnOnce() -> aws_sdk_secretsmanager::Client,
+    ) -> Result<PaymentAdapterRegistry, ConfigError> {
+        let secrets = Self::source_for(psp, client);
+        registry_from_settings(psp, secrets.as_ref())
     }
 
     /// The secret source for `psp`'s settings: `None` when no setting names a secret (a local
