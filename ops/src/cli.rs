@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use payouts_core::domain::ItemStatus;
 
 const ABOUT: &str = "Operate payout batches: their status and items, (re)enqueueing their \
-payout.execute jobs, and the jobs queue's DLQ.";
+payout.execute jobs, the jobs queue's DLQ, and the emergency stop (pause / resume).";
 
 const AFTER_HELP: &str = "\
 Each option falls back to its environment variable (stack outputs PayoutsTableName,
@@ -16,16 +16,21 @@ PayoutJobsQueueUrl, PayoutJobsDeadLetterQueueUrl). AWS region, credentials and e
 from the standard AWS SDK settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_DYNAMODB,
 AWS_ENDPOINT_URL_SQS, ...).
 
-Emergency stop: pausing and resuming payouts is not a payouts-ops command. Set the template
-parameter PayoutExecutionEnabled=false to stop every run from starting (jobs wait in the
-queue; webhooks keep settling items), and =true to resume:
+Emergency stop: `payouts-ops pause` disables payout-execute's SQS event source mapping at
+once, so no run starts (jobs wait in the queue; runs already started finish; webhooks keep
+settling items); `payouts-ops resume` enables it again; `payouts-ops pause --status` shows it.
+The template parameter PayoutExecutionEnabled sets the same mapping at deploy, so the next
+deploy can undo a CLI pause: pause with the CLI at once, then keep it paused with
   sam deploy --parameter-overrides PayoutExecutionEnabled=false
+and after `payouts-ops resume`, deploy with PayoutExecutionEnabled=true likewise.
 
 Exit codes:
   0  done
-  1  an AWS call failed (throttling, permissions, network), or a record could not be read
+  1  an AWS call failed (throttling, permissions, network), a record could not be read, or
+     the event source mapping did not reach the state asked for in time (pause, resume)
   2  usage or configuration error (unknown command or option, missing argument, missing
-     PAYOUTS_TABLE / queue URL / AWS region)
+     PAYOUTS_TABLE / queue URL / AWS region; for pause and resume, no event source mapping
+     or several reading the jobs queue)
   3  the batch (or, for `item`, the item) does not exist in the payouts table
 
 Example:
@@ -49,7 +54,7 @@ const GLOBAL: &str = "Global options";
     propagate_version = true
 )]
 pub struct Cli {
-    /// The jobs queue (enqueue, retry, redrive).
+    /// The jobs queue (enqueue, retry, redrive, pause, resume).
     #[arg(long, global = true, value_name = "URL", env = "PAYOUT_JOBS_QUEUE_URL",
           help_heading = GLOBAL)]
     pub queue_url: Option<String>,
@@ -196,6 +201,64 @@ Example:
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=500))]
         rate: Option<i32>,
     },
+
+    /// Emergency stop: disable payout-execute's SQS event source so that no payout run starts.
+    #[command(
+        override_usage = "payouts-ops pause [OPTIONS]",
+        after_help = "\
+Finds the event source mapping that reads the jobs queue (its ARN from --queue-url), disables
+it (UpdateEventSourceMapping Enabled=false) and waits until Lambda reports it Disabled
+(progress on stderr when it is a terminal; at most 5 minutes). No new run starts: jobs wait in
+the queue (up to its retention), runs already started finish, and webhooks keep settling
+items. --status only shows the mapping's state. Several mappings on the queue: name the
+function with --function.
+
+The template parameter PayoutExecutionEnabled sets the same mapping at deploy, so the next
+deploy can undo this pause. Pause with the CLI at once, then keep it paused with
+  sam deploy --parameter-overrides PayoutExecutionEnabled=false
+
+Example:
+  payouts-ops pause
+  payouts-ops pause --status"
+    )]
+    Pause {
+        /// Only show whether payouts are paused (the mapping's state); change nothing.
+        #[arg(long, conflicts_with = "no_wait")]
+        status: bool,
+        /// Ask Lambda to disable the mapping and report without waiting for Disabled.
+        #[arg(long)]
+        no_wait: bool,
+        /// The payout-execute function (name, name:alias or ARN), when several mappings read
+        /// the jobs queue.
+        #[arg(long, value_name = "NAME", env = "PAYOUT_EXECUTE_FUNCTION")]
+        function: Option<String>,
+    },
+
+    /// Undo `pause`: enable payout-execute's SQS event source so that runs start again.
+    #[command(
+        override_usage = "payouts-ops resume [OPTIONS]",
+        after_help = "\
+Enables the event source mapping that reads the jobs queue (UpdateEventSourceMapping
+Enabled=true) and waits until Lambda reports it Enabled (progress on stderr when it is a
+terminal; at most 5 minutes). The jobs that waited in the queue start runs again.
+
+The template parameter PayoutExecutionEnabled sets the same mapping at deploy: if the stack was
+deployed with PayoutExecutionEnabled=false, the next deploy can pause payouts again. Resume with
+the CLI at once, then keep payouts running with
+  sam deploy --parameter-overrides PayoutExecutionEnabled=true
+
+Example:
+  payouts-ops resume"
+    )]
+    Resume {
+        /// Ask Lambda to enable the mapping and report without waiting for Enabled.
+        #[arg(long)]
+        no_wait: bool,
+        /// The payout-execute function (name, name:alias or ARN), when several mappings read
+        /// the jobs queue.
+        #[arg(long, value_name = "NAME", env = "PAYOUT_EXECUTE_FUNCTION")]
+        function: Option<String>,
+    },
 }
 
 /// `payouts-ops dlq …`
@@ -250,5 +313,19 @@ impl Cli {
     /// The DLQ's URL.
     pub fn dlq(&self) -> Result<String, OpsError> {
         Self::setting(&self.dlq_url, "--dlq-url", "PAYOUT_DLQ_URL")
+    }
+
+    /// `--function` / `PAYOUT_EXECUTE_FUNCTION` of `pause` and `resume`, trimmed; none when
+    /// unset or empty (then the jobs queue must have exactly one event source mapping).
+    pub fn execute_function(&self) -> Option<String> {
+        let function = match &self.command {
+            Command::Pause { function, .. } | Command::Resume { function, .. } => function,
+            _ => return None,
+        };
+        function
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
     }
 }

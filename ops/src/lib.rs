@@ -8,19 +8,30 @@
 //!   [`PayoutRepository`];
 //! - the queues: [`enqueue`] / [`retry`] (one SendMessage), [`peek_dlq`] (receives and makes
 //!   the messages visible again, never deletes), [`redrive`] (SQS's message-move task, or a
-//!   receive → send → delete move where the service has no move tasks).
+//!   receive → send → delete move where the service has no move tasks);
+//! - Lambda: [`pause`] / [`resume`] (the emergency stop: disable or enable payout-execute's
+//!   SQS event source mapping, found from the jobs queue's ARN) and [`execution_status`].
 //!
 //! `docs/design.md` defines the vocabulary: item statuses, batch counts, the job message.
 
 pub mod cli;
 mod items;
+mod pause;
 mod progress;
 mod queues;
 
+/// The SDK the `pause` / `resume` functions take a client of (tests build one with it).
+pub use aws_sdk_lambda;
+/// The command-line parser [`cli::Cli`] is declared with (tests parse with it).
 pub use clap;
 pub use items::{
     BatchStatus, ItemDetail, ItemLine, ItemList, StatusWithItems, TimelineEntry, batch_status,
     list_items, show_item, status_with_items,
+};
+pub use pause::{
+    Action, DRIFT, Execution, ExecutionReport, Mapping, MappingError, SwitchOptions, WHILE_PAUSED,
+    execution_status, find_mapping, jobs_queue_arn, mappings_reading, names_function, pause,
+    resume, select_mapping,
 };
 pub use progress::{NoProgress, Progress, StderrProgress};
 pub use queues::{
@@ -36,8 +47,9 @@ use std::fmt;
 pub const EXIT_OK: u8 = 0;
 /// Exit code: an AWS call failed, or a record could not be read.
 pub const EXIT_RUNTIME: u8 = 1;
-/// Exit code: bad arguments or missing configuration (queue URL, table name, region). clap's
-/// own usage errors exit with the same code.
+/// Exit code: bad arguments or missing configuration (queue URL, table name, region; for
+/// `pause` / `resume`, no event source mapping or several reading the jobs queue). clap's own
+/// usage errors exit with the same code.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the batch (or, for `item`, the item) does not exist in the payouts table.
 pub const EXIT_BATCH_NOT_FOUND: u8 = 3;
@@ -49,9 +61,13 @@ pub enum OpsError {
     /// The arguments make no sense together (checked after clap parsed them).
     #[error("{0}")]
     Usage(String),
-    /// A setting is missing: the message names the variable and the option that provide it.
+    /// A setting is missing or names the wrong thing: the message names the variable and the
+    /// option that provide it.
     #[error("missing configuration: {0}")]
     Config(String),
+    /// `pause` / `resume`: no event source mapping, or several, read the jobs queue.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
     /// No batch record under this id.
     #[error(
         "batch {0:?} does not exist in the payouts table: check the id, and that PAYOUTS_TABLE (or --payouts-table) names this stage's table"
@@ -76,7 +92,7 @@ impl OpsError {
     /// The process exit code for this error (see the `EXIT_*` constants).
     pub fn exit_code(&self) -> u8 {
         match self {
-            OpsError::Usage(_) | OpsError::Config(_) => EXIT_USAGE,
+            OpsError::Usage(_) | OpsError::Config(_) | OpsError::Mapping(_) => EXIT_USAGE,
             OpsError::BatchNotFound(_) | OpsError::ItemNotFound { .. } => EXIT_BATCH_NOT_FOUND,
             OpsError::Runtime(_) => EXIT_RUNTIME,
         }

@@ -5,8 +5,9 @@
 use clap::Parser;
 use payouts_ops::cli::{Cli, Command, DlqCommand};
 use payouts_ops::{
-    NoProgress, OpsError, Progress, RedriveOptions, StderrProgress, batch_status, enqueue,
-    list_items, peek_dlq, redrive, render, retry, show_item, status_with_items,
+    NoProgress, OpsError, Progress, RedriveOptions, StderrProgress, SwitchOptions, batch_status,
+    enqueue, execution_status, list_items, pause, peek_dlq, redrive, render, resume, retry,
+    show_item, status_with_items,
 };
 use payouts_store_dynamodb::DynamoDbRepository;
 use std::io::{IsTerminal, Write};
@@ -116,6 +117,52 @@ async fn run(cli: Cli) -> Result<String, OpsError> {
                 &aws_sdk_sqs::Client::new(&config),
                 &dlq_url,
                 &queue_url,
+                options,
+                &mut *progress(),
+            )
+            .await?;
+            Ok(render(&report, output))
+        }
+        Command::Pause {
+            status, no_wait, ..
+        } => {
+            let (queue_url, function) = (cli.jobs_queue()?, cli.execute_function());
+            let config = aws_config().await?;
+            let (sqs, lambda) = (
+                aws_sdk_sqs::Client::new(&config),
+                aws_sdk_lambda::Client::new(&config),
+            );
+            let report = if *status {
+                execution_status(&sqs, &lambda, &queue_url, function.as_deref()).await?
+            } else {
+                let options = SwitchOptions {
+                    wait: !no_wait,
+                    ..SwitchOptions::default()
+                };
+                pause(
+                    &sqs,
+                    &lambda,
+                    &queue_url,
+                    function.as_deref(),
+                    options,
+                    &mut *progress(),
+                )
+                .await?
+            };
+            Ok(render(&report, output))
+        }
+        Command::Resume { no_wait, .. } => {
+            let (queue_url, function) = (cli.jobs_queue()?, cli.execute_function());
+            let config = aws_config().await?;
+            let options = SwitchOptions {
+                wait: !no_wait,
+                ..SwitchOptions::default()
+            };
+            let report = resume(
+                &aws_sdk_sqs::Client::new(&config),
+                &aws_sdk_lambda::Client::new(&config),
+                &queue_url,
+                function.as_deref(),
                 options,
                 &mut *progress(),
             )

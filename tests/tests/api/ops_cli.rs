@@ -778,16 +778,20 @@ impl Moto {
         panic!("moto_server did not listen on {port} within 30 s");
     }
 
-    pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// The AWS settings of every client of this server: its endpoint, us-east-1, test keys.
+    async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
             .load()
-            .await;
-        aws_sdk_sqs::Client::new(&config)
+            .await
+    }
+
+    pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config().await)
     }
 }
 
@@ -1195,9 +1199,15 @@ fn every_command_has_help_with_an_example() {
         "item",
         "dlq",
         "redrive",
+        "pause",
+        "resume",
+        "payouts-ops pause --status",
+        "webhooks keep",
         "PayoutExecutionEnabled=false",
         "sam deploy --parameter-overrides",
+        "the next\ndeploy can undo a CLI pause",
         "Exit codes:",
+        "no event source mapping\n     or several reading the jobs queue",
         "3  the batch",
         "Example:",
     ] {
@@ -1212,6 +1222,8 @@ fn every_command_has_help_with_an_example() {
         &["dlq", "--help"],
         &["dlq", "peek", "--help"],
         &["redrive", "--help"],
+        &["pause", "--help"],
+        &["resume", "--help"],
     ] {
         let help = parse(command).unwrap_err();
         assert_eq!(help.kind(), ErrorKind::DisplayHelp, "{command:?}");
@@ -1228,6 +1240,37 @@ fn every_command_has_help_with_an_example() {
         );
         assert!(text.contains("--payouts-table"), "global options: {text}");
     }
+    // pause and resume say what goes on meanwhile and how to keep the state across deploys.
+    let pause_help = parse(&["pause", "--help"]).unwrap_err().to_string();
+    for expected in [
+        "--status",
+        "--no-wait",
+        "--function <NAME>",
+        "PAYOUT_EXECUTE_FUNCTION",
+        "jobs wait in\nthe queue",
+        "webhooks keep settling\nitems",
+        "the next\ndeploy can undo this pause",
+        "sam deploy --parameter-overrides PayoutExecutionEnabled=false",
+        "payouts-ops pause --status",
+    ] {
+        assert!(
+            pause_help.contains(expected),
+            "{expected:?} in:\n{pause_help}"
+        );
+    }
+    let resume_help = parse(&["resume", "--help"]).unwrap_err().to_string();
+    for expected in [
+        "--no-wait",
+        "--function <NAME>",
+        "sam deploy --parameter-overrides PayoutExecutionEnabled=true",
+    ] {
+        assert!(
+            resume_help.contains(expected),
+            "{expected:?} in:\n{resume_help}"
+        );
+    }
+    assert!(!resume_help.contains("--status"), "{resume_help}");
+
     let version = parse(&["--version"]).unwrap_err();
     assert_eq!(version.kind(), ErrorKind::DisplayVersion);
     assert_eq!(version.exit_code(), 0);
@@ -1316,11 +1359,63 @@ fn arguments_parse_and_usage_errors_exit_2() {
         ),
         (&["redrive", "--rate", "501"], ErrorKind::ValueValidation),
         (&["items", "b-1", "--items"], ErrorKind::UnknownArgument),
-        (&["pause"], ErrorKind::InvalidSubcommand),
+        (
+            &["pause", "--status", "--no-wait"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (&["resume", "--status"], ErrorKind::UnknownArgument),
+        (&["pause", "b-1"], ErrorKind::UnknownArgument),
+        (&["stop"], ErrorKind::InvalidSubcommand),
     ] {
         let err = parse(args).unwrap_err();
         assert_eq!(err.kind(), kind, "{args:?}: {err}");
         assert_eq!(err.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
+    }
+
+    // pause / resume: the jobs queue, and optionally the function.
+    let cli = parse(&[
+        "pause",
+        "--status",
+        "--function",
+        " payouts-dev-payout-execute ",
+        "--queue-url",
+        "http://jobs",
+    ])
+    .unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Pause {
+            status: true,
+            no_wait: false,
+            ..
+        }
+    ));
+    assert_eq!(cli.jobs_queue().unwrap(), "http://jobs");
+    assert_eq!(
+        cli.execute_function().as_deref(),
+        Some("payouts-dev-payout-execute")
+    );
+    let cli = parse(&["--output", "json", "resume", "--no-wait", "--function", " "]).unwrap();
+    assert_eq!(cli.output, Output::Json);
+    assert!(matches!(cli.command, Command::Resume { no_wait: true, .. }));
+    assert_eq!(cli.execute_function(), None, "empty is unset");
+    assert!(matches!(
+        parse(&["pause"]).unwrap().command,
+        Command::Pause {
+            status: false,
+            no_wait: false,
+            ..
+        }
+    ));
+    // Without the jobs queue, pause and resume cannot find the mapping: exit 2.
+    for command in ["pause", "resume"] {
+        let cli = parse(&["--queue-url", "", command]).unwrap();
+        let err = cli.jobs_queue().unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+        assert_eq!(
+            err.to_string(),
+            "missing configuration: set PAYOUT_JOBS_QUEUE_URL or pass --queue-url"
+        );
     }
 
     // The usage line shows what to type, whatever the environment provides.
