@@ -1,7 +1,9 @@
 //! The operator CLI (`payouts-ops`): its payouts-table commands (`status`, `items`, `item`, and
 //! the batch check of `enqueue` / `retry`) against a real DynamoDB API (dynoxide in-process, or
 //! the endpoint in `AWS_ENDPOINT_URL_DYNAMODB`), its queue commands (`enqueue`, `retry`,
-//! `dlq peek`, `redrive`) against moto's SQS server, its JSON output, and its command line
+//! `dlq peek`, `redrive`) against moto's SQS server, the emergency stop (`pause`, `resume`,
+//! `pause --status`) against moto's Lambda API (and a small fake Lambda for the states moto
+//! skips: `Disabling`, `Enabling`, a busy mapping), its JSON output, and its command line
 //! (clap: `--help` everywhere, usage errors exit 2).
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -9,13 +11,15 @@ use integration_tests::{TestEnv, items, number, test_config};
 use payouts_core::domain::ItemStatus;
 use payouts_core::ports::webhook::{ItemReference, PaymentEvent, PaymentEventKind};
 use payouts_core::settlement::apply_payment_event;
+use payouts_ops::aws_sdk_lambda as lambda;
 use payouts_ops::clap::Parser;
 use payouts_ops::clap::error::ErrorKind;
 use payouts_ops::cli::{Cli, Command, DlqCommand};
 use payouts_ops::{
-    EXIT_BATCH_NOT_FOUND, EXIT_USAGE, NoProgress, OpsError, Output, Progress, RedriveMethod,
-    RedriveOptions, Report, batch_status, enqueue, list_items, peek_dlq, redrive, render, retry,
-    show_item, status_with_items, unsupported_operation,
+    Action, EXIT_BATCH_NOT_FOUND, EXIT_RUNTIME, EXIT_USAGE, Execution, Mapping, MappingError,
+    NoProgress, OpsError, Output, Progress, RedriveMethod, RedriveOptions, Report, SwitchOptions,
+    batch_status, enqueue, execution_status, list_items, names_function, pause, peek_dlq, redrive,
+    render, resume, retry, select_mapping, show_item, status_with_items, unsupported_operation,
 };
 use payouts_psp::sandbox::SandboxPsp;
 use payouts_store_dynamodb::s;
@@ -793,6 +797,10 @@ impl Moto {
     pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.config().await)
     }
+
+    pub(crate) async fn lambda(&self) -> lambda::Client {
+        lambda::Client::new(&self.config().await)
+    }
 }
 
 impl Drop for Moto {
@@ -1177,6 +1185,798 @@ fn only_an_unsupported_operation_answer_makes_redrive_move_by_hand() {
     ] {
         assert!(!unsupported_operation(code, status), "{code:?} {status:?}");
     }
+}
+
+// ------------------------------------------------------------- Lambda: pause / resume (moto)
+
+/// Creates the IAM role `name` in moto, whose CreateFunction wants a role that exists. The
+/// tests have no IAM client: one unsigned Query-API request, which moto routes to IAM by the
+/// credential scope in its Authorization header.
+async fn create_role(moto: &Moto, name: &str) -> String {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "CreateRole")
+        .append_pair("Version", "2010-05-08")
+        .append_pair("RoleName", name)
+        .append_pair(
+            "AssumeRolePolicyDocument",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .finish();
+    let request = http::Request::post(format!("{}/", moto.endpoint))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let text = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        status.is_success(),
+        "CreateRole: {status} {}",
+        String::from_utf8_lossy(&text)
+    );
+    format!("arn:aws:iam::123456789012:role/{name}")
+}
+
+/// Creates function `name` from the smallest zip there is (an empty archive: moto does not
+/// run it, nothing here invokes it).
+async fn create_function(lambda: &lambda::Client, role: &str, name: &str) -> String {
+    let empty_zip = [b"PK\x05\x06".as_slice(), &[0; 18]].concat();
+    lambda
+        .create_function()
+        .function_name(name)
+        .runtime(lambda::types::Runtime::Providedal2023)
+        .role(role)
+        .handler("bootstrap")
+        .code(
+            lambda::types::FunctionCode::builder()
+                .zip_file(lambda::primitives::Blob::new(empty_zip))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .function_arn
+        .unwrap()
+}
+
+/// An SQS event source mapping from `queue_arn` to `function`, as the template's `PayoutJobs`.
+async fn create_mapping(
+    lambda: &lambda::Client,
+    queue_arn: &str,
+    function: &str,
+    enabled: bool,
+) -> String {
+    lambda
+        .create_event_source_mapping()
+        .event_source_arn(queue_arn)
+        .function_name(function)
+        .batch_size(1)
+        .enabled(enabled)
+        .send()
+        .await
+        .unwrap()
+        .uuid
+        .unwrap()
+}
+
+/// The mapping's `State` as Lambda reports it.
+async fn state_of(lambda: &lambda::Client, uuid: &str) -> String {
+    lambda
+        .get_event_source_mapping()
+        .uuid(uuid)
+        .send()
+        .await
+        .unwrap()
+        .state
+        .unwrap()
+}
+
+/// Waits no longer than a test should.
+fn quick() -> SwitchOptions {
+    SwitchOptions {
+        wait: true,
+        poll_every: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test]
+async fn pause_and_resume_disable_and_enable_the_jobs_queue_mapping() {
+    let moto = Moto::start().await;
+    let (sqs, lambda) = (moto.sqs().await, moto.lambda().await);
+    let jobs = create_queue(&sqs, "payout-jobs").await;
+    let queue_arn = payouts_ops::jobs_queue_arn(&sqs, &jobs).await.unwrap();
+    let role = create_role(&moto, "payout-execute").await;
+    let function_arn = create_function(&lambda, &role, "payouts-test-payout-execute").await;
+    let uuid = create_mapping(&lambda, &queue_arn, "payouts-test-payout-execute", true).await;
+    // Another queue's mapping, which no command here may touch.
+    let other_queue = create_queue(&sqs, "other-jobs").await;
+    let other_arn = payouts_ops::jobs_queue_arn(&sqs, &other_queue)
+        .await
+        .unwrap();
+    create_function(&lambda, &role, "other-consumer").await;
+    let other = create_mapping(&lambda, &other_arn, "other-consumer", true).await;
+
+    let status = execution_status(&sqs, &lambda, &jobs, None).await.unwrap();
+    assert_eq!(status.action, Action::Status);
+    assert_eq!(status.execution, Execution::Running);
+    assert_eq!(status.queue_arn, queue_arn);
+    assert_eq!(status.mapping.uuid, uuid);
+    assert_eq!(status.mapping.function_arn, function_arn);
+    assert_eq!(status.mapping.event_source_arn, queue_arn);
+    assert!(!status.changed);
+    let shown = status.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "payout execution is running: event source mapping {uuid} of payouts-test-payout-execute is Enabled\n  reads {queue_arn}\n"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pause at once with: payouts-ops pause"),
+        "{shown}"
+    );
+
+    let mut progress = RecordedProgress::default();
+    let paused = pause(&sqs, &lambda, &jobs, None, quick(), &mut progress)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&lambda, &uuid).await, "Disabled");
+    assert_eq!(paused.action, Action::Pause);
+    assert_eq!(paused.execution, Execution::Paused);
+    assert_eq!(paused.mapping.state, "Disabled");
+    assert_eq!(paused.previous_state, "Enabled");
+    assert!(paused.changed);
+    assert!(
+        progress.updates.is_empty(),
+        "moto disables at once: nothing to wait for ({:?})",
+        progress.updates
+    );
+    let shown = paused.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "paused payout execution: event source mapping {uuid} of payouts-test-payout-execute is Disabled\n  reads {queue_arn}\n  was Enabled\n"
+        )),
+        "{shown}"
+    );
+    for said in [
+        "jobs wait in the jobs queue",
+        "runs already started finish",
+        "webhooks keep settling items",
+        "lasts until the next deploy",
+        "sam deploy --parameter-overrides PayoutExecutionEnabled=false",
+        "resume with: payouts-ops resume",
+    ] {
+        assert!(shown.contains(said), "{said:?} in:\n{shown}");
+    }
+    let as_json = json(&paused);
+    let mut fields: Vec<&str> = as_json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "action",
+            "changed",
+            "execution",
+            "mapping",
+            "notes",
+            "previousState",
+            "queueArn"
+        ]
+    );
+    assert_eq!(as_json["action"], "pause");
+    assert_eq!(as_json["execution"], "paused");
+    assert_eq!(as_json["previousState"], "Enabled");
+    assert_eq!(as_json["changed"], true);
+    assert_eq!(as_json["queueArn"], queue_arn.as_str());
+    assert_eq!(as_json["mapping"]["uuid"], uuid.as_str());
+    assert_eq!(as_json["mapping"]["state"], "Disabled");
+    assert_eq!(as_json["mapping"]["functionArn"], function_arn.as_str());
+    assert_eq!(as_json["mapping"]["eventSourceArn"], queue_arn.as_str());
+    assert!(
+        as_json["mapping"]["lastModified"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{as_json}"
+    );
+    assert!(
+        as_json["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("PayoutExecutionEnabled=false")),
+        "{as_json}"
+    );
+    assert_eq!(
+        state_of(&lambda, &other).await,
+        "Enabled",
+        "another queue's mapping is left alone"
+    );
+
+    // Again: nothing to change.
+    let again = pause(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.execution, Execution::Paused);
+    assert!(
+        again
+            .to_string()
+            .starts_with("payout execution was already paused: "),
+        "{again}"
+    );
+    let status = execution_status(&sqs, &lambda, &jobs, None).await.unwrap();
+    assert_eq!(status.execution, Execution::Paused);
+    let shown = status.to_string();
+    assert!(shown.starts_with("payout execution is paused: "), "{shown}");
+    assert!(
+        shown.contains("webhooks keep settling items")
+            && shown.contains("resume with: payouts-ops resume"),
+        "{shown}"
+    );
+    assert_eq!(json(&status)["action"], "status");
+
+    let resumed = resume(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&lambda, &uuid).await, "Enabled");
+    assert_eq!(resumed.action, Action::Resume);
+    assert_eq!(resumed.execution, Execution::Running);
+    assert_eq!(resumed.previous_state, "Disabled");
+    assert!(resumed.changed);
+    let shown = resumed.to_string();
+    assert!(shown.starts_with("resumed payout execution: "), "{shown}");
+    assert!(
+        shown.contains("sam deploy --parameter-overrides PayoutExecutionEnabled=true"),
+        "{shown}"
+    );
+    let no_wait = SwitchOptions {
+        wait: false,
+        ..quick()
+    };
+    let again = resume(&sqs, &lambda, &jobs, None, no_wait, &mut NoProgress)
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert!(
+        again
+            .to_string()
+            .starts_with("payout execution was already running: "),
+        "{again}"
+    );
+    assert_eq!(state_of(&lambda, &other).await, "Enabled");
+}
+
+#[tokio::test]
+async fn pause_needs_exactly_one_mapping_on_the_jobs_queue_or_a_function_to_pick_one() {
+    let moto = Moto::start().await;
+    let (sqs, lambda) = (moto.sqs().await, moto.lambda().await);
+    let jobs = create_queue(&sqs, "payout-jobs").await;
+    let queue_arn = payouts_ops::jobs_queue_arn(&sqs, &jobs).await.unwrap();
+
+    // No mapping reads the queue: a configuration error (exit 2) that says what to check.
+    let err = execution_status(&sqs, &lambda, &jobs, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OpsError::Mapping(MappingError::None { .. })),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert_eq!(
+        err.to_string(),
+        format!("no event source mapping reads {queue_arn}: check --queue-url / --function")
+    );
+    let err = pause(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE, "{err}");
+
+    // Two functions read it: the error lists both and asks for --function.
+    let role = create_role(&moto, "payout-execute").await;
+    let a_arn = create_function(&lambda, &role, "payouts-a-payout-execute").await;
+    create_function(&lambda, &role, "payouts-b-payout-execute").await;
+    let a = create_mapping(&lambda, &queue_arn, "payouts-a-payout-execute", true).await;
+    let b = create_mapping(&lambda, &queue_arn, "payouts-b-payout-execute", true).await;
+    for err in [
+        execution_status(&sqs, &lambda, &jobs, None)
+            .await
+            .unwrap_err(),
+        pause(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+            .await
+            .unwrap_err(),
+        resume(&sqs, &lambda, &jobs, Some("  "), quick(), &mut NoProgress)
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, OpsError::Mapping(MappingError::Several { ref mappings, .. }) if mappings.len() == 2),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("2 event source mappings read {queue_arn}: ")),
+            "{message}"
+        );
+        for listed in [
+            &a,
+            &b,
+            "payouts-a-payout-execute",
+            "payouts-b-payout-execute",
+        ] {
+            assert!(message.contains(listed), "{listed} in {message}");
+        }
+        assert!(
+            message.contains("pass --function NAME (or set PAYOUT_EXECUTE_FUNCTION)"),
+            "{message}"
+        );
+    }
+    assert_eq!(state_of(&lambda, &a).await, "Enabled", "nothing changed");
+    assert_eq!(state_of(&lambda, &b).await, "Enabled", "nothing changed");
+
+    // --function picks one, by name or ARN; the other is left alone.
+    let paused = pause(
+        &sqs,
+        &lambda,
+        &jobs,
+        Some("payouts-b-payout-execute"),
+        quick(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(paused.mapping.uuid, b);
+    assert_eq!(state_of(&lambda, &b).await, "Disabled");
+    assert_eq!(state_of(&lambda, &a).await, "Enabled");
+    let status = execution_status(&sqs, &lambda, &jobs, Some(&a_arn))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.mapping.uuid.as_str(), status.execution),
+        (a.as_str(), Execution::Running)
+    );
+
+    // A function that does not read the queue: the error names who does.
+    let err = pause(
+        &sqs,
+        &lambda,
+        &jobs,
+        Some("payouts-c-payout-execute"),
+        quick(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "no event source mapping reads {queue_arn} for function \"payouts-c-payout-execute\": check --queue-url / --function (it is read by: "
+        )),
+        "{message}"
+    );
+    assert!(message.contains(&a) && message.contains(&b), "{message}");
+
+    // A queue URL that names no queue: an AWS error (exit 1) that names the setting.
+    let missing_queue = format!("{}/123456789012/no-such-queue", moto.endpoint);
+    let err = pause(
+        &sqs,
+        &lambda,
+        &missing_queue,
+        None,
+        quick(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_RUNTIME, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("QueueArn") && message.contains("--queue-url / PAYOUT_JOBS_QUEUE_URL"),
+        "{message}"
+    );
+}
+
+/// A Lambda API that answers for one mapping as real Lambda does and moto does not: the state
+/// goes through `Disabling` / `Enabling` for a few reads before it settles (or never, when
+/// `stuck`), and an update can be refused with `ResourceInUseException`.
+struct FakeLambda {
+    endpoint: String,
+    state: std::sync::Arc<std::sync::Mutex<FakeMapping>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct FakeMapping {
+    queue_arn: String,
+    state: String,
+    /// Where the state goes after `reads_to_settle` GetEventSourceMapping calls.
+    settles_to: Option<String>,
+    reads_to_settle: usize,
+    stuck: bool,
+    in_use: bool,
+    updates: usize,
+}
+
+impl FakeMapping {
+    fn answer(&self) -> serde_json::Value {
+        serde_json::json!({
+            "UUID": "fake-uuid",
+            "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:payouts-test-payout-execute:live",
+            "EventSourceArn": self.queue_arn,
+            "State": self.state,
+            "StateTransitionReason": "USER_INITIATED",
+            "LastModified": 1_795_667_400.0,
+        })
+    }
+}
+
+impl FakeLambda {
+    async fn start(queue_arn: &str, state: &str) -> FakeLambda {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(FakeMapping {
+            queue_arn: queue_arn.to_owned(),
+            state: state.to_owned(),
+            ..FakeMapping::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        FakeLambda::handle(state.clone(), request)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeLambda {
+            endpoint,
+            state: shared,
+            task,
+        }
+    }
+
+    async fn handle(
+        state: std::sync::Arc<std::sync::Mutex<FakeMapping>>,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+        let (parts, body) = request.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut mapping = state.lock().unwrap();
+        let path = parts.uri.path().trim_end_matches('/');
+        let (status, error, answer) = match (parts.method.as_str(), path) {
+            ("GET", "/2015-03-31/event-source-mappings") => (
+                200,
+                None,
+                serde_json::json!({ "EventSourceMappings": [mapping.answer()] }),
+            ),
+            ("PUT", "/2015-03-31/event-source-mappings/fake-uuid") if mapping.in_use => (
+                409,
+                Some("ResourceInUseException"),
+                serde_json::json!({ "message": "The resource you requested is currently in use." }),
+            ),
+            ("PUT", "/2015-03-31/event-source-mappings/fake-uuid") => {
+                let asked: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let enabled = asked["Enabled"].as_bool().unwrap();
+                mapping.updates += 1;
+                mapping.state = if enabled { "Enabling" } else { "Disabling" }.to_owned();
+                mapping.settles_to = Some(if enabled { "Enabled" } else { "Disabled" }.to_owned());
+                (202, None, mapping.answer())
+            }
+            ("GET", "/2015-03-31/event-source-mappings/fake-uuid") => {
+                if mapping.reads_to_settle > 0 {
+                    mapping.reads_to_settle -= 1;
+                } else if !mapping.stuck
+                    && let Some(settled) = mapping.settles_to.take()
+                {
+                    mapping.state = settled;
+                }
+                (200, None, mapping.answer())
+            }
+            _ => (
+                404,
+                Some("ResourceNotFoundException"),
+                serde_json::json!({ "message": format!("no route {path}") }),
+            ),
+        };
+        let mut response = http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json");
+        if let Some(error) = error {
+            response = response.header("x-amzn-errortype", error);
+        }
+        Ok(response
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                answer.to_string(),
+            )))
+            .unwrap())
+    }
+
+    async fn client(&self) -> lambda::Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load()
+            .await;
+        lambda::Client::new(&config)
+    }
+
+    fn set(&self, change: impl FnOnce(&mut FakeMapping)) {
+        change(&mut self.state.lock().unwrap());
+    }
+
+    fn mapping(&self) -> (String, usize) {
+        let mapping = self.state.lock().unwrap();
+        (mapping.state.clone(), mapping.updates)
+    }
+}
+
+impl Drop for FakeLambda {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn pause_and_resume_wait_for_the_state_asked_for_and_give_up_after_the_timeout() {
+    let moto = Moto::start().await;
+    let sqs = moto.sqs().await;
+    let jobs = create_queue(&sqs, "payout-jobs").await;
+    let queue_arn = payouts_ops::jobs_queue_arn(&sqs, &jobs).await.unwrap();
+    let fake = FakeLambda::start(&queue_arn, "Enabled").await;
+    let lambda = fake.client().await;
+
+    // Disabling for three reads, then Disabled: waited for, with progress.
+    fake.set(|m| m.reads_to_settle = 3);
+    let mut progress = RecordedProgress::default();
+    let paused = pause(&sqs, &lambda, &jobs, None, quick(), &mut progress)
+        .await
+        .unwrap();
+    assert_eq!(paused.execution, Execution::Paused);
+    assert_eq!(paused.mapping.state, "Disabled");
+    assert_eq!(paused.previous_state, "Enabled");
+    assert_eq!(
+        paused.mapping.function_label(),
+        "payouts-test-payout-execute:live"
+    );
+    assert_eq!(
+        paused.mapping.last_modified.as_deref(),
+        Some("2026-11-26T04:30:00.000Z")
+    );
+    assert_eq!(fake.mapping(), ("Disabled".to_owned(), 1));
+    assert_eq!(progress.updates.len(), 4, "{:?}", progress.updates);
+    assert!(
+        progress.updates.iter().all(|(unit, _, total)| unit
+            == "mapping Disabling, seconds waiting for Disabled"
+            && total.is_none()),
+        "{:?}",
+        progress.updates
+    );
+    assert_eq!(progress.finished, 1, "the progress line is cleared");
+    assert!(
+        paused
+            .to_string()
+            .contains("of payouts-test-payout-execute:live is Disabled"),
+        "{paused}"
+    );
+
+    // --no-wait: asked, reported as on its way.
+    let no_wait = SwitchOptions {
+        wait: false,
+        ..quick()
+    };
+    fake.set(|m| m.reads_to_settle = 100);
+    let resuming = resume(&sqs, &lambda, &jobs, None, no_wait, &mut NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(resuming.execution, Execution::Resuming);
+    assert_eq!(resuming.mapping.state, "Enabling");
+    assert!(resuming.changed);
+    let shown = resuming.to_string();
+    assert!(
+        shown.starts_with(
+            "asked Lambda to resume payout execution (not waited for): it is resuming: event source mapping fake-uuid of payouts-test-payout-execute:live is Enabling\n"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("check it with: payouts-ops pause --status"),
+        "{shown}"
+    );
+    assert_eq!(json(&resuming)["execution"], "resuming");
+
+    // Already Enabling: not asked again, only waited for.
+    fake.set(|m| m.reads_to_settle = 2);
+    let resumed = resume(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+        .await
+        .unwrap();
+    assert!(!resumed.changed);
+    assert_eq!(resumed.execution, Execution::Running);
+    assert_eq!(fake.mapping(), ("Enabled".to_owned(), 2), "one update each");
+
+    // Stuck in Disabling: the command gives up (exit 1) and says where things stand.
+    fake.set(|m| m.stuck = true);
+    let mut progress = RecordedProgress::default();
+    let short = SwitchOptions {
+        timeout: Duration::from_millis(200),
+        ..quick()
+    };
+    let err = pause(&sqs, &lambda, &jobs, None, short, &mut progress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_RUNTIME, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("the event source mapping fake-uuid is still Disabling after 0 s, not Disabled: Lambda was asked, and may still get there; check with `payouts-ops pause --status`"),
+        "{message}"
+    );
+    assert!(!progress.updates.is_empty());
+    assert_eq!(progress.finished, 1, "the progress line is cleared");
+
+    // Lambda busy with the mapping: try again later (exit 1), nothing changed.
+    fake.set(|m| {
+        m.stuck = false;
+        m.settles_to = None;
+        m.state = "Updating".to_owned();
+        m.in_use = true;
+    });
+    let err = resume(&sqs, &lambda, &jobs, None, quick(), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_RUNTIME, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "Lambda is changing the event source mapping fake-uuid (state Updating), so it cannot be enabled now: wait a minute and run the command again"
+    );
+    let status = execution_status(&sqs, &lambda, &jobs, None).await.unwrap();
+    assert_eq!(status.execution, Execution::Changing);
+}
+
+/// Which mapping `pause` / `resume` take from those that read the jobs queue, and what a
+/// mapping's state means: without a Lambda API.
+#[test]
+fn mapping_selection_and_state_interpretation() {
+    for (state, execution) in [
+        ("Enabled", Execution::Running),
+        ("Disabled", Execution::Paused),
+        ("Disabling", Execution::Pausing),
+        ("Enabling", Execution::Resuming),
+        ("Creating", Execution::Changing),
+        ("Updating", Execution::Changing),
+        ("Deleting", Execution::Changing),
+        ("unknown", Execution::Changing),
+    ] {
+        assert_eq!(Execution::from_state(state), execution, "{state}");
+    }
+
+    let live = "arn:aws:lambda:us-east-1:123456789012:function:payouts-dev-payout-execute:live";
+    for function in [
+        "payouts-dev-payout-execute",
+        "payouts-dev-payout-execute:live",
+        " payouts-dev-payout-execute ",
+        live,
+        "arn:aws:lambda:us-east-1:123456789012:function:payouts-dev-payout-execute",
+        "123456789012:function:payouts-dev-payout-execute",
+        "123456789012:function:payouts-dev-payout-execute:live",
+    ] {
+        assert!(names_function(function, live), "{function}");
+    }
+    for function in [
+        "payouts-dev",
+        "payout-execute",
+        "live",
+        "payouts-dev-payout-execute:1",
+        "payouts-prod-payout-execute",
+        "arn:aws:lambda:us-east-1:123456789012:function:payouts-dev-payout-execute:1",
+        "arn:aws:lambda:eu-west-1:123456789012:function:payouts-dev-payout-execute",
+        "999999999999:function:payouts-dev-payout-execute",
+    ] {
+        assert!(!names_function(function, live), "{function}");
+    }
+    let unqualified = "arn:aws:lambda:us-east-1:123456789012:function:payouts-dev-payout-execute";
+    assert!(names_function("payouts-dev-payout-execute", unqualified));
+    assert!(names_function(unqualified, unqualified));
+    assert!(!names_function(
+        "payouts-dev-payout-execute:live",
+        unqualified
+    ));
+
+    let queue = "arn:aws:sqs:us-east-1:123456789012:payouts-dev-payout-jobs";
+    let mapping = |uuid: &str, function: &str, source: &str| Mapping {
+        uuid: uuid.to_owned(),
+        function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{function}"),
+        event_source_arn: source.to_owned(),
+        state: "Enabled".to_owned(),
+        state_transition_reason: None,
+        last_modified: None,
+    };
+    let execute = mapping("m-1", "payouts-dev-payout-execute:live", queue);
+    let shadow = mapping("m-2", "payouts-dev-shadow:live", queue);
+    let elsewhere = mapping(
+        "m-3",
+        "payouts-dev-payout-execute:live",
+        "arn:aws:sqs:us-east-1:123456789012:other",
+    );
+
+    assert_eq!(
+        select_mapping(queue, vec![execute.clone(), elsewhere.clone()], None),
+        Ok(execute.clone()),
+        "another queue's mapping does not count"
+    );
+    assert_eq!(
+        select_mapping(queue, vec![], None),
+        Err(MappingError::None {
+            queue_arn: queue.to_owned(),
+            function: None,
+            others: vec![]
+        })
+    );
+    let several = select_mapping(queue, vec![execute.clone(), shadow.clone()], Some(" "));
+    assert_eq!(
+        several,
+        Err(MappingError::Several {
+            queue_arn: queue.to_owned(),
+            mappings: vec![execute.clone(), shadow.clone()]
+        }),
+        "an empty --function is no --function"
+    );
+    assert_eq!(
+        several.unwrap_err().to_string(),
+        format!(
+            "2 event source mappings read {queue}: m-1 ({}, Enabled); m-2 ({}, Enabled); pass --function NAME (or set PAYOUT_EXECUTE_FUNCTION) with the payout-execute function's name, name:alias or ARN to pick one",
+            execute.function_arn, shadow.function_arn
+        )
+    );
+    assert_eq!(
+        select_mapping(
+            queue,
+            vec![execute.clone(), shadow.clone()],
+            Some("payouts-dev-payout-execute")
+        ),
+        Ok(execute.clone())
+    );
+    let none = select_mapping(
+        queue,
+        vec![shadow.clone()],
+        Some("payouts-dev-payout-execute"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        none.to_string(),
+        format!(
+            "no event source mapping reads {queue} for function \"payouts-dev-payout-execute\": check --queue-url / --function (it is read by: m-2 ({}, Enabled))",
+            shadow.function_arn
+        )
+    );
+    let err: OpsError = none.into();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
 }
 
 // ------------------------------------------------------------------------------ command line
