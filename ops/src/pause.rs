@@ -28,16 +28,32 @@ pub const WHILE_PAUSED: &str = "while paused no payout run starts: jobs wait in 
 pub const DRIFT: &str = "a pause or resume made with payouts-ops lasts until the next deploy: \
 the template parameter PayoutExecutionEnabled sets this mapping at deploy";
 
+/// An AWS error in a few words: the service's code and message when it answered, else the
+/// whole chain (no connection, timeout, credentials…).
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: fmt::Debug,
+{
+    match (err, err.code()) {
+        (SdkError::ServiceError(_), Some(code)) => match err.message() {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_owned(),
+        },
+        _ => DisplayErrorContext(err).to_string(),
+    }
+}
+
 /// A Lambda call failed: which one, why, and what to check.
 fn lambda_error<E, R>(operation: &str, err: SdkError<E, R>) -> OpsError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: fmt::Debug,
 {
     OpsError::Runtime(format!(
         "Lambda {operation} failed: {} (check the AWS credentials and region, and that they allow \
          lambda:{operation}; then run the command again)",
-        DisplayErrorContext(&err)
+        describe(&err)
     ))
 }
 
@@ -269,7 +285,7 @@ pub async fn jobs_queue_arn(
                 "SQS GetQueueAttributes (QueueArn) of the jobs queue {queue_url} failed: {} \
                  (check --queue-url / PAYOUT_JOBS_QUEUE_URL, the AWS credentials and region, and \
                  that they allow sqs:GetQueueAttributes)",
-                DisplayErrorContext(&e)
+                describe(&e)
             ))
         })?
         .attributes
@@ -376,15 +392,15 @@ impl ExecutionReport {
             Action::Pause => vec![
                 WHILE_PAUSED.to_owned(),
                 format!(
-                    "{DRIFT}: keep payouts paused with `sam deploy --parameter-overrides \
+                    "{DRIFT}; keep payouts paused with `sam deploy --parameter-overrides \
                      PayoutExecutionEnabled=false`"
                 ),
                 "resume with: payouts-ops resume".to_owned(),
             ],
             Action::Resume => vec![
-                "the jobs waiting in the jobs queue start runs again".to_owned(),
+                "the jobs that waited in the jobs queue start payout runs again".to_owned(),
                 format!(
-                    "{DRIFT}: if the stack was deployed with PayoutExecutionEnabled=false, keep \
+                    "{DRIFT}; if the stack was deployed with PayoutExecutionEnabled=false, keep \
                      payouts running with `sam deploy --parameter-overrides \
                      PayoutExecutionEnabled=true`"
                 ),
@@ -396,7 +412,7 @@ impl ExecutionReport {
                 "resume with: payouts-ops resume".to_owned(),
             ],
             Action::Status => vec![
-                "the jobs in the jobs queue start runs".to_owned(),
+                "jobs from the jobs queue start payout runs".to_owned(),
                 format!("{DRIFT} (PayoutExecutionEnabled=false keeps payouts paused)"),
                 "pause at once with: payouts-ops pause".to_owned(),
             ],
