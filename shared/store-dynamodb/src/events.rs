@@ -225,10 +225,18 @@ impl DynamoDbRepository {
         expression =
             expression.append_to_list(attr::HISTORY, history_entry(now_ms, movement, 0, &detail));
         if let Some(ppid) = &event.provider_payout_id {
-            // The transfer is the item's own: recorded already, or not yet recorded at all.
-            expression = expression
-                .require_absent_or_equal(attr::PROVIDER_PAYOUT_ID, s(ppid))
-                .require_not_listed(attr::PREVIOUS_PAYOUT_IDS, s(ppid));
+            // The transfer is the item's own: recorded already, or (paid, reversed) not yet
+            // recorded at all. A failure settles only the transfer the item records: one about
+            // a transfer it does not record may be an earlier key's, while this key's transfer
+            // is made and unrecorded; failing the item would pay it again under the next key.
+            // It is held instead, and applies if the item comes to record that transfer.
+            expression = match kind {
+                PaymentEventKind::Failed { .. } => {
+                    expression.require_equal(attr::PROVIDER_PAYOUT_ID, s(ppid))
+                }
+                _ => expression.require_absent_or_equal(attr::PROVIDER_PAYOUT_ID, s(ppid)),
+            }
+            .require_not_listed(attr::PREVIOUS_PAYOUT_IDS, s(ppid));
             if !matches!(kind, PaymentEventKind::Reversed { .. }) {
                 expression = expression.set(attr::PROVIDER_PAYOUT_ID, s(ppid));
             }
@@ -544,16 +552,20 @@ fn movable(kind: &PaymentEventKind, current: ItemStatus) -> bool {
 }
 
 /// Whether the item (as the failed condition returned it) could still come to record this
-/// event's transfer: it waits for an attempt (`pending`, `pending_kyc`, `failed`), records no
-/// transfer or another one not yet retired, never retired this one, and is this provider's.
+/// event's transfer: it waits for an attempt (`pending`, `pending_kyc`, `failed`; for a failure
+/// also an unleased `submitting`), records no transfer or another one not yet retired, never
+/// retired this one, and is this provider's.
 fn may_record_later(old: &Record, provider: &str, event: &PaymentEvent) -> bool {
     let Some(transfer_id) = &event.provider_payout_id else {
         return false;
     };
+    // An attempt in flight (`submitting`) may still record the transfer a failure is about;
+    // paid and reversal events apply to it at once.
+    let failure = matches!(event.kind, Some(PaymentEventKind::Failed { .. }));
     let waiting = matches!(
         status_of(old),
         Some(ItemStatus::Pending | ItemStatus::PendingKyc | ItemStatus::Failed)
-    );
+    ) || (failure && status_of(old) == Some(ItemStatus::Submitting));
     let retired = match old.get(attr::PREVIOUS_PAYOUT_IDS) {
         Some(AttributeValue::L(ids)) => ids.iter().any(|id| id.as_s().ok() == Some(transfer_id)),
         _ => false,

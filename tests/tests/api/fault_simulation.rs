@@ -25,10 +25,12 @@ use payouts_core::ports::payment::{
     ListedTransfer, PaymentAdapter, PaymentError, TransferReceipt, TransferRequest, TransferState,
 };
 use payouts_core::ports::webhook::{
-    ItemReference, VerifiedWebhook, WebhookError, WebhookRequest, WebhookVerifier,
+    ItemReference, PaymentEvent, PaymentEventKind, VerifiedWebhook, WebhookError, WebhookRequest,
+    WebhookVerifier,
 };
 use payouts_core::reconciler::{Reconciler, ReconcilerConfig};
 use payouts_core::registry::PaymentAdapterRegistry;
+use payouts_core::settlement::apply_payment_event;
 use payouts_psp::adyen::AdyenAdapter;
 use payouts_psp::adyen::transformers::parse_reference;
 use payouts_psp::stripe::StripeAdapter;
@@ -938,6 +940,9 @@ impl Scenario {
         if chaos && self.rng.chance(0.1) {
             self.edit_an_amount(round).await;
         }
+        if chaos && self.rng.chance(0.15) {
+            self.late_refusal_of_an_earlier_transfer(round).await;
+        }
         if chaos && !self.unverified.is_empty() && self.rng.chance(0.3) {
             let user = self
                 .unverified
@@ -1189,6 +1194,37 @@ impl Scenario {
                 break;
             }
         }
+    }
+
+    /// The PSP reports, late, the refusal of a transfer the item never recorded (an earlier
+    /// key's, say), while the item may wait with its current key's transfer made and unrecorded
+    /// (seed 0x30103: applying it failed the item, and the next key paid it twice).
+    async fn late_refusal_of_an_earlier_transfer(&mut self, round: usize) {
+        let item_ids: Vec<String> = self.items.keys().cloned().collect();
+        let item_id = self.rng.pick(&item_ids).clone();
+        let event = PaymentEvent {
+            event_id: format!("late-refusal-{round}-{item_id}"),
+            event_type: "transfer.failed".into(),
+            kind: Some(PaymentEventKind::Failed {
+                reason: "refused: an earlier transfer".into(),
+            }),
+            provider_payout_id: Some(format!("EARLIER{round}{}", self.rng.below(1_000_000))),
+            reference: Some(ItemReference {
+                batch_id: self.batch_id.clone(),
+                item_id: item_id.clone(),
+            }),
+        };
+        let outcome = apply_payment_event(
+            &self.env.store,
+            &self.env.clock,
+            self.fake.provider(),
+            &event,
+        )
+        .await;
+        self.faults += 1;
+        self.trace.push(format!(
+            "round {round}: late refusal of an earlier transfer of {item_id}: {outcome:?}"
+        ));
     }
 
     /// Upstream edits a payable item's `netAmount` between runs (the PSP may hold a transfer of

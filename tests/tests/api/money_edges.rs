@@ -1025,3 +1025,108 @@ async fn a_failure_event_never_moves_an_item_an_attempt_holds() {
         Some(adapter.inner.transfers()[0].id.as_str())
     );
 }
+
+/// The fault simulation's seed 0x30103 (Adyen): a refusal of an earlier key's transfer arrived
+/// while the item, now under a newer key, waited with that key's transfer made but not yet
+/// recorded (the answer was lost). The refusal failed the item; the next run paid it under yet
+/// another key: paid twice. A failure must settle only the transfer the item records; one for a
+/// transfer it does not record is held, and applies if the item comes to record it.
+#[tokio::test]
+async fn a_refusal_of_a_transfer_the_item_does_not_record_never_fails_it() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-old-refusal", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    // The transfer is made, and the answer lost: the item waits `submitting`, unleased.
+    psp.inject("acct_user-00001", SandboxFault::TimeoutAfterAccept, 1);
+    let executor = env.executor(&psp, test_config());
+    let first = executor
+        .execute_payout_batch("b-old-refusal", None)
+        .await
+        .unwrap();
+    assert_eq!(first.retryable, 1, "{first:?}");
+    let item = env.item("b-old-refusal", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Submitting, "{item:?}");
+    let made = psp.transfers()[0].id.clone();
+
+    let refusal = transfer_event(
+        "evt_earlier_key_refused",
+        "tr_earlier_key",
+        "b-old-refusal",
+        "item-00001",
+        PaymentEventKind::Failed {
+            reason: "refused: notEnoughBalance".into(),
+        },
+    );
+    let outcome = apply_payment_event(&env.store, &env.clock, "sandbox", &refusal)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SettlementOutcome::Held { .. }),
+        "a refusal of a transfer the item does not record: {outcome:?}"
+    );
+    assert_eq!(
+        env.item("b-old-refusal", "item-00001").await.status,
+        ItemStatus::Submitting
+    );
+
+    // The next run re-drives the same key: the PSP replays the transfer it made, once.
+    env.clock.advance(Duration::from_secs(3_600));
+    executor
+        .execute_payout_batch("b-old-refusal", None)
+        .await
+        .unwrap();
+    assert_eq!(psp.transfers_for_item("b-old-refusal", "item-00001"), 1);
+    let item = env.item("b-old-refusal", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Processing, "{item:?}");
+    assert_eq!(item.provider_payout_id.as_deref(), Some(made.as_str()));
+}
+
+/// The other side of the same rule: a refusal of the transfer the item is about to record is
+/// held, and fails the item as soon as the run records that transfer.
+#[tokio::test]
+async fn a_refusal_that_arrives_before_its_transfer_is_recorded_fails_the_item_when_it_is() {
+    let env = TestEnv::start().await;
+    let batch = items(1, "2.00");
+    env.seed_batch("b-early-refusal", "sandbox", "USD", &batch)
+        .await;
+    env.seed_users(&verified_users(&batch)).await;
+    let psp = Arc::new(SandboxPsp::new(Duration::ZERO));
+    psp.inject("acct_user-00001", SandboxFault::TimeoutAfterAccept, 1);
+    let executor = env.executor(&psp, test_config());
+    executor
+        .execute_payout_batch("b-early-refusal", None)
+        .await
+        .unwrap();
+    let made = psp.transfers()[0].id.clone();
+    let refusal = transfer_event(
+        "evt_refused",
+        &made,
+        "b-early-refusal",
+        "item-00001",
+        PaymentEventKind::Failed {
+            reason: "refused: accountClosed".into(),
+        },
+    );
+    let outcome = apply_payment_event(&env.store, &env.clock, "sandbox", &refusal)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SettlementOutcome::Held { .. }),
+        "{outcome:?}"
+    );
+    env.clock.advance(Duration::from_secs(3_600));
+    executor
+        .execute_payout_batch("b-early-refusal", None)
+        .await
+        .unwrap();
+    let item = env.item("b-early-refusal", "item-00001").await;
+    assert_eq!(item.status, ItemStatus::Failed, "{item:?}");
+    assert_eq!(
+        item.failure_reason.as_deref(),
+        Some("refused: accountClosed")
+    );
+    assert_eq!(psp.transfers_for_item("b-early-refusal", "item-00001"), 1);
+}
