@@ -141,6 +141,14 @@ impl WebhookResponse {
         }
     }
 
+    /// 503: nothing was decided about the request; the PSP redelivers it.
+    fn unavailable() -> Self {
+        WebhookResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "temporarily unavailable, retry" }),
+        )
+    }
+
     fn refused(status: StatusCode, reason: impl Into<String>) -> Self {
         let reason = reason.into();
         warn!(status = status.as_u16(), %reason, "webhook refused; nothing written");
@@ -227,10 +235,7 @@ async fn answer(
         Err(err @ WebhookError::SecretUnavailable(_)) => {
             error!(provider, error = %err, "webhook secret could not be read: the PSP will redeliver");
             tally.rejected = Some(err.code());
-            let unavailable = WebhookResponse::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "temporarily unavailable, retry" }),
-            );
+            let unavailable = WebhookResponse::unavailable();
             return (unavailable, tally);
         }
         Err(err) => {
@@ -249,10 +254,7 @@ async fn answer(
             Some(result) => results.push(result),
             None => {
                 tally.storage_errors += 1;
-                let unavailable = WebhookResponse::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "error": "temporarily unavailable, retry" }),
-                );
+                let unavailable = WebhookResponse::unavailable();
                 return (unavailable, tally);
             }
         }

@@ -498,16 +498,7 @@ async fn handle(
     }
 
     let reply = if over_limit {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "invalid_request_error",
-            Some("rate_limit"),
-            "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
-        );
-        response
-            .headers_mut()
-            .insert("retry-after", "1".parse().unwrap());
-        Reply::Answer(response)
+        Reply::Answer(rate_limited(1))
     } else if !recorded.authorized {
         Reply::Answer(error(
             StatusCode::UNAUTHORIZED,
@@ -557,16 +548,7 @@ async fn create(state: &Arc<Mutex<State>>, request: &RecordedRequest) -> Reply {
         match fault {
             Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
             Some(Fault::RateLimited { retry_after_secs }) => {
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "invalid_request_error",
-                    Some("rate_limit"),
-                    "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
-                );
-                response
-                    .headers_mut()
-                    .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
-                return Reply::Answer(response);
+                return Reply::Answer(rate_limited(retry_after_secs));
             }
             Some(_) => {
                 return Reply::Answer(error(
@@ -879,6 +861,20 @@ fn transfer_json(transfer: &FakeTransfer) -> Value {
         "source_type": "card",
         "transfer_group": transfer.transfer_group,
     })
+}
+
+/// Stripe's 429, with `Retry-After` in seconds (nothing stored under the key).
+fn rate_limited(retry_after_secs: u64) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "invalid_request_error",
+        Some("rate_limit"),
+        "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
+    response
 }
 
 fn error_json(kind: &str, code: Option<&str>, message: &str) -> String {
