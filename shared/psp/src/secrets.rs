@@ -5,7 +5,9 @@
 //! verifier that finds no matching signature re-reads the secret once before refusing, so a
 //! rotation is picked up at the first event signed with the new secret.
 
-use payouts_config::Secret;
+use http::HeaderValue;
+use payouts_config::{ConfigError, Secret};
+use payouts_core::ports::payment::PaymentError;
 use payouts_core::ports::webhook::{VerifiedWebhook, WebhookError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +173,30 @@ impl SecretValues {
         Ok(Some(values))
     }
 
+    /// The newest value as a request header (`header` builds it), for one PSP call. A secret
+    /// that cannot be read just now leaves the call retryable; a value that cannot be a header
+    /// is the platform's configuration, never the item's fault.
+    pub async fn newest_as_header(
+        &self,
+        header: impl Fn(&Secret) -> Result<HeaderValue, ConfigError>,
+    ) -> Result<HeaderValue, PaymentError> {
+        let values = self
+            .current()
+            .await
+            .map_err(|err| PaymentError::Transient {
+                reason: err.to_string(),
+                retry_after: None,
+            })?;
+        let newest = values
+            .first()
+            .ok_or_else(|| PaymentError::PlatformRefused {
+                reason: "the secret holds no value".into(),
+            })?;
+        header(newest).map_err(|err| PaymentError::PlatformRefused {
+            reason: err.to_string(),
+        })
+    }
+
     /// Forgets the cached values (the PSP refused the key: it may have been rotated), so the
     /// next call reads the secret again.
     pub fn forget(&self) {
@@ -218,7 +244,7 @@ pub fn secret_values(
     secret_id: Option<&String>,
     source: Option<&SecretSource>,
     setting: &'static str,
-) -> Result<SecretValues, payouts_config::ConfigError> {
+) -> Result<SecretValues, ConfigError> {
     match (secret_id, source) {
         (None, _) => Ok(SecretValues::fixed(fixed)),
         (Some(id), Some(source)) => Ok(SecretValues::stored(
@@ -226,10 +252,30 @@ pub fn secret_values(
             source.store.clone(),
             source.ttl,
         )),
-        (Some(_), None) => Err(payouts_config::ConfigError::Conflict(format!(
+        (Some(_), None) => Err(ConfigError::Conflict(format!(
             "{setting}_SECRET_ID is set but this process reads no secret store: build the adapters with one (registry_from_settings)"
         ))),
     }
+}
+
+/// A single-valued secret setting (an API key), `None` when neither its value nor its secret
+/// is set (a verify-only adapter).
+pub fn optional_secret(
+    fixed: Option<&Secret>,
+    secret_id: Option<&String>,
+    source: Option<&SecretSource>,
+    setting: &'static str,
+) -> Result<Option<SecretValues>, ConfigError> {
+    if fixed.is_none() && secret_id.is_none() {
+        return Ok(None);
+    }
+    secret_values(
+        fixed.into_iter().cloned().collect(),
+        secret_id,
+        source,
+        setting,
+    )
+    .map(Some)
 }
 
 /// A secret's values: its string, comma-separated during a rotation (newest first).

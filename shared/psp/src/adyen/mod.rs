@@ -14,7 +14,9 @@ use crate::http::{
     HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
     transfer_id_segment,
 };
-use crate::secrets::{SecretSource, SecretValues, secret_values, verify_with_rotation};
+use crate::secrets::{
+    SecretSource, SecretValues, optional_secret, secret_values, verify_with_rotation,
+};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{AdyenSettings, ConfigError, Secret};
@@ -103,15 +105,12 @@ impl AdyenAdapter {
         if let Some(key) = &settings.api_key {
             api_key_header(key)?;
         }
-        let api_key = match (&settings.api_key, &settings.api_key_id) {
-            (None, None) => None,
-            (fixed, id) => Some(secret_values(
-                fixed.iter().cloned().collect(),
-                id.as_ref(),
-                source,
-                "ADYEN_API_KEY",
-            )?),
-        };
+        let api_key = optional_secret(
+            settings.api_key.as_ref(),
+            settings.api_key_id.as_ref(),
+            source,
+            "ADYEN_API_KEY",
+        )?;
         let hmac_keys = secret_values(
             settings.hmac_keys,
             settings.hmac_key_id.as_ref(),
@@ -145,18 +144,7 @@ impl AdyenAdapter {
     async fn credentials(&self) -> Result<(HeaderValue, &str), PaymentError> {
         match (&self.api_key, self.balance_account_id.as_deref()) {
             (Some(key), Some(account)) => {
-                let keys = key.current().await.map_err(|err| PaymentError::Transient {
-                    reason: err.to_string(),
-                    retry_after: None,
-                })?;
-                let first = keys.first().ok_or_else(|| PaymentError::PlatformRefused {
-                    reason: "the Adyen API key is empty".into(),
-                })?;
-                let header =
-                    api_key_header(first).map_err(|err| PaymentError::PlatformRefused {
-                        reason: err.to_string(),
-                    })?;
-                Ok((header, account))
+                Ok((key.newest_as_header(api_key_header).await?, account))
             }
             (None, _) => {
                 error!("ADYEN_API_KEY is not set in this function: Adyen calls are refused");

@@ -11,7 +11,9 @@ use crate::http::{
     HttpAnswer, HttpClientSettings, PspCall, PspHttpClient, SendError, lookup_failure, retry_after,
     transfer_id_segment,
 };
-use crate::secrets::{SecretSource, SecretValues, secret_values, verify_with_rotation};
+use crate::secrets::{
+    SecretSource, SecretValues, optional_secret, secret_values, verify_with_rotation,
+};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use payouts_config::{ConfigError, Secret, StripeSettings};
@@ -99,15 +101,12 @@ impl StripeAdapter {
         if let Some(key) = &settings.secret_key {
             bearer(key)?;
         }
-        let secret_key = match (&settings.secret_key, &settings.secret_key_id) {
-            (None, None) => None,
-            (fixed, id) => Some(secret_values(
-                fixed.iter().cloned().collect(),
-                id.as_ref(),
-                source,
-                "STRIPE_SECRET_KEY",
-            )?),
-        };
+        let secret_key = optional_secret(
+            settings.secret_key.as_ref(),
+            settings.secret_key_id.as_ref(),
+            source,
+            "STRIPE_SECRET_KEY",
+        )?;
         let webhook_secrets = secret_values(
             settings.webhook_secrets,
             settings.webhook_secret_id.as_ref(),
@@ -144,16 +143,7 @@ impl StripeAdapter {
                 reason: "STRIPE_SECRET_KEY is not configured".into(),
             });
         };
-        let keys = key.current().await.map_err(|err| PaymentError::Transient {
-            reason: err.to_string(),
-            retry_after: None,
-        })?;
-        let first = keys.first().ok_or_else(|| PaymentError::PlatformRefused {
-            reason: "the Stripe secret key is empty".into(),
-        })?;
-        bearer(first).map_err(|err| PaymentError::PlatformRefused {
-            reason: err.to_string(),
-        })
+        key.newest_as_header(bearer).await
     }
 
     /// One exchange with Stripe's API, started no later than `send_by`. `Err` says whether the
