@@ -273,6 +273,43 @@ impl payouts_core::ports::queue::JobQueue for RecordedQueue {
     }
 }
 
+/// Keeps every line (tests read what a run emitted).
+#[derive(Debug, Default)]
+pub struct RecordedMetrics(Mutex<Vec<serde_json::Value>>);
+
+impl RecordedMetrics {
+    /// The lines emitted so far.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.0.lock().expect("metrics poisoned").clone()
+    }
+
+    /// The sum of metric `name` over every line whose dimensions include all of `dimensions`.
+    pub fn total(&self, name: &str, dimensions: &[(&str, &str)]) -> f64 {
+        self.lines()
+            .iter()
+            .filter(|line| dimensions.iter().all(|(k, v)| line[*k] == *v))
+            .map(|line| match &line[name] {
+                serde_json::Value::Number(n) => n.as_f64().unwrap_or(0.0),
+                serde_json::Value::Array(values) => {
+                    values.iter().filter_map(serde_json::Value::as_f64).sum()
+                }
+                _ => 0.0,
+            })
+            .sum()
+    }
+}
+
+impl payouts_core::metrics::MetricsSink for RecordedMetrics {
+    fn emit(&self, line: &payouts_core::metrics::MetricsLine) {
+        if !line.is_empty() {
+            self.0
+                .lock()
+                .expect("metrics poisoned")
+                .push(line.to_json());
+        }
+    }
+}
+
 static TABLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TestEnv {

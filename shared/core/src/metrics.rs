@@ -4,7 +4,6 @@
 //! and hands them to a [`MetricsSink`] (stdout in Lambda, a recorder in tests).
 
 use serde_json::{Map, Value, json};
-use std::sync::Mutex;
 
 /// The CloudWatch namespace of every metric the service emits.
 pub const NAMESPACE: &str = "Payouts";
@@ -164,41 +163,6 @@ impl MetricsSink for StdoutMetrics {
     fn emit(&self, line: &MetricsLine) {
         if !line.is_empty() {
             println!("{}", line.to_json());
-        }
-    }
-}
-
-/// Keeps every line (tests read what a run emitted).
-#[derive(Debug, Default)]
-pub struct RecordedMetrics(Mutex<Vec<Value>>);
-
-impl RecordedMetrics {
-    /// The lines emitted so far.
-    pub fn lines(&self) -> Vec<Value> {
-        self.0.lock().expect("metrics poisoned").clone()
-    }
-
-    /// The sum of metric `name` over every line whose dimensions include all of `dimensions`.
-    pub fn total(&self, name: &str, dimensions: &[(&str, &str)]) -> f64 {
-        self.lines()
-            .iter()
-            .filter(|line| dimensions.iter().all(|(k, v)| line[*k] == *v))
-            .map(|line| match &line[name] {
-                Value::Number(n) => n.as_f64().unwrap_or(0.0),
-                Value::Array(values) => values.iter().filter_map(Value::as_f64).sum(),
-                _ => 0.0,
-            })
-            .sum()
-    }
-}
-
-impl MetricsSink for RecordedMetrics {
-    fn emit(&self, line: &MetricsLine) {
-        if !line.is_empty() {
-            self.0
-                .lock()
-                .expect("metrics poisoned")
-                .push(line.to_json());
         }
     }
 }

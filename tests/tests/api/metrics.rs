@@ -7,10 +7,11 @@
 use aws_lambda_events::event::sqs::SqsMessage;
 use http::{HeaderMap, HeaderValue, Method};
 use integration_tests::fakes::stripe::{FakeStripe, Fault};
-use integration_tests::{RecordedQueue, TestEnv, items, test_config, verified_users};
+use integration_tests::{
+    RecordedMetrics, RecordedQueue, TestEnv, items, test_config, verified_users,
+};
 use payout_execute::{App, Disposition, handle_message};
 use payouts_core::job::PayoutJob;
-use payouts_core::metrics::RecordedMetrics;
 use payouts_core::ports::queue::JobQueue;
 use payouts_core::registry::PaymentAdapterRegistry;
 use payouts_psp::sandbox::SandboxPsp;
