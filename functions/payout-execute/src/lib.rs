@@ -172,7 +172,13 @@ pub async fn handle_message(
 ) -> Disposition {
     let run = run_message(app, &message, deadline).await;
     if let Disposition::Retry(reason) = &run.disposition {
-        delay_redelivery(app, &message, run.retry_after, reason).await;
+        // The longest wait a PSP asked for in the run (a 429's `Retry-After`).
+        let retry_after = run
+            .summary
+            .as_ref()
+            .and_then(|s| s.retry_after_ms)
+            .map(Duration::from_millis);
+        delay_redelivery(app, &message, retry_after, reason).await;
     }
     emit_metrics(app, &run);
     run.disposition
@@ -181,8 +187,6 @@ pub async fn handle_message(
 /// What running one message came to.
 struct MessageRun {
     disposition: Disposition,
-    /// The PSP's `Retry-After`, when it asked for one.
-    retry_after: Option<Duration>,
     /// What the batch run did, when there was one.
     summary: Option<BatchSummary>,
 }
@@ -191,7 +195,6 @@ impl From<Disposition> for MessageRun {
     fn from(disposition: Disposition) -> Self {
         MessageRun {
             disposition,
-            retry_after: None,
             summary: None,
         }
     }
@@ -296,10 +299,8 @@ async fn run_message(app: &App, message: &SqsMessage, deadline: Option<Instant>)
             Ok(summary) => summary,
             Err(err) => return refused_run(err).into(),
         };
-        let retry_after = summary.retry_after_ms.map(Duration::from_millis);
         MessageRun {
             disposition: dispose_of_run(app, &job, summary.clone()).await,
-            retry_after,
             summary: Some(summary),
         }
     }
