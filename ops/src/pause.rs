@@ -538,7 +538,16 @@ pub async fn pause(
     options: SwitchOptions,
     progress: &mut dyn Progress,
 ) -> Result<ExecutionReport, OpsError> {
-    switch(sqs, lambda, queue_url, function, false, options, progress).await
+    switch(
+        sqs,
+        lambda,
+        queue_url,
+        function,
+        Switch::Off,
+        options,
+        progress,
+    )
+    .await
 }
 
 /// `payouts-ops resume`: enables the mapping that reads the jobs queue (`Enabled=true`) and,
@@ -552,24 +561,48 @@ pub async fn resume(
     options: SwitchOptions,
     progress: &mut dyn Progress,
 ) -> Result<ExecutionReport, OpsError> {
-    switch(sqs, lambda, queue_url, function, true, options, progress).await
+    switch(
+        sqs,
+        lambda,
+        queue_url,
+        function,
+        Switch::On,
+        options,
+        progress,
+    )
+    .await
 }
 
-/// Pause (`enabled` false) or resume (`enabled` true): find, update unless already so, wait.
+/// Which way `switch` turns the mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// Resume: `Enabled=true`, waiting for `Enabled`.
+    On,
+    /// Pause: `Enabled=false`, waiting for `Disabled`.
+    Off,
+}
+
+impl Switch {
+    /// The command, the state asked for, the state on the way there, and the participle.
+    fn parts(self) -> (Action, &'static str, &'static str, &'static str) {
+        match self {
+            Switch::On => (Action::Resume, "Enabled", "Enabling", "enabled"),
+            Switch::Off => (Action::Pause, "Disabled", "Disabling", "disabled"),
+        }
+    }
+}
+
+/// Pause or resume: find, update unless already so, wait.
 async fn switch(
     sqs: &aws_sdk_sqs::Client,
     lambda: &aws_sdk_lambda::Client,
     queue_url: &str,
     function: Option<&str>,
-    enabled: bool,
+    way: Switch,
     options: SwitchOptions,
     progress: &mut dyn Progress,
 ) -> Result<ExecutionReport, OpsError> {
-    let (action, target, on_the_way) = if enabled {
-        (Action::Resume, "Enabled", "Enabling")
-    } else {
-        (Action::Pause, "Disabled", "Disabling")
-    };
+    let (action, target, on_the_way, participle) = way.parts();
     let (queue_arn, mapping) = find_mapping(sqs, lambda, queue_url, function).await?;
     let previous = mapping.state.clone();
     let mut changed = false;
@@ -578,7 +611,7 @@ async fn switch(
         current = match lambda
             .update_event_source_mapping()
             .uuid(&current.uuid)
-            .enabled(enabled)
+            .enabled(way == Switch::On)
             .send()
             .await
         {
@@ -587,9 +620,7 @@ async fn switch(
                 return Err(OpsError::Runtime(format!(
                     "Lambda is changing the event source mapping {} (state {}), so it cannot be \
                      {} now: wait a minute and run the command again",
-                    current.uuid,
-                    current.state,
-                    if enabled { "enabled" } else { "disabled" }
+                    current.uuid, current.state, participle
                 )));
             }
             Err(err) => return Err(lambda_error("UpdateEventSourceMapping", err)),
